@@ -1,0 +1,50 @@
+# hvdtrain: `make demo` sets everything up and trains on 2 ranks; `make test` runs every test.
+# Both install what they need (Debian packages, a virtualenv, Horovod built for torch 2.13)
+# and are idempotent: a second run only checks.
+
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(abspath $(VENV))/bin/python
+HVDTRAIN := $(abspath $(VENV))/bin/hvdtrain
+STAMP := $(VENV)/.hvdtrain-installed
+SYSTEM_PACKAGES := openmpi-bin libopenmpi-dev cmake g++ make
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+PIP := $(PY) -m pip install -q --disable-pip-version-check
+DEMO_OUT ?= runs/demo
+
+.PHONY: install system-packages demo test lint clean
+
+install: $(STAMP)
+
+system-packages:
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing Debian packages:" $$missing; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+	    --no-install-recommends $$missing; \
+	fi
+
+$(STAMP): setup.cfg pyproject.toml hvdtrain/horovod_build.py hvdtrain/detect.py | system-packages
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) torch==2.13.0
+	$(PIP) wheel cloudpickle psutil pyyaml packaging cffi
+	$(PIP) --no-binary mpi4py mpi4py
+	$(PY) -m hvdtrain.horovod_build
+	$(PIP) --no-build-isolation -e '.[dev]'
+	$(HVDTRAIN) doctor
+	touch $@
+
+demo: install
+	$(HVDTRAIN) run -np 2 -- $(HVDTRAIN) train --model cnn --dataset digits --epochs 10 \
+	  --batch-size 32 --lr 0.05 --warmup-epochs 1 --out $(DEMO_OUT)
+
+lint: install
+	$(abspath $(VENV))/bin/ruff check hvdtrain tests
+	$(abspath $(VENV))/bin/mypy hvdtrain
+
+test: install lint
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

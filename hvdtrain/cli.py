@@ -1,0 +1,131 @@
+"""The ``hvdtrain`` command line: a thin click layer over the library."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+import hvdtrain
+from hvdtrain.errors import HvdtrainError
+from hvdtrain.hosts import parse_host_list
+from hvdtrain.launch.execute import run_argv
+from hvdtrain.launch.mpirun import build_mpirun_argv
+from hvdtrain.launch.plan import build_plan
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(hvdtrain.__version__, prog_name="hvdtrain")
+def cli() -> None:
+    """Data-parallel PyTorch training with Horovod, MPI and Slurm.
+
+    \b
+    Example:
+      hvdtrain doctor
+      hvdtrain run -np 2 -- hvdtrain train --model cnn --dataset digits --out runs/demo
+    """
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@click.pass_context
+def doctor(ctx: click.Context, as_json: bool) -> None:
+    """Check that Horovod, torch and MPI on this machine fit together.
+
+    Exits 0 when Horovod can run, 1 with one line per problem and its fix.
+    """
+    from hvdtrain.doctor import collect_facts, diagnose, render_json, render_text
+
+    facts = collect_facts()
+    problems = diagnose(facts)
+    click.echo(render_json(facts, problems) if as_json else render_text(facts, problems))
+    ctx.exit(1 if problems else 0)
+
+
+@cli.command()
+@click.option("--model", default="cnn", show_default=True, help="Built-in model: mlp or cnn.")
+@click.option("--dataset", default="digits", show_default=True, help="Built-in dataset: digits or synthetic.")
+@click.option("--epochs", type=int, default=10, show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True, help="Samples per rank per step.")
+@click.option("--lr", type=float, default=0.05, show_default=True, help="Learning rate for one rank.")
+@click.option("--no-lr-scaling", is_flag=True, help="Do not multiply the LR by the number of ranks.")
+@click.option("--warmup-epochs", type=float, default=0.0, show_default=True,
+              help="Ramp the LR linearly from the one-rank LR to the scaled LR over these epochs.")
+@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="sgd", show_default=True)
+@click.option("--momentum", type=float, default=0.9, show_default=True, help="SGD momentum.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--shuffle/--no-shuffle", default=True, show_default=True)
+@click.option("--threads-per-rank", type=int, default=None,
+              help="torch threads per rank [default: usable cores / ranks on this node].")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Directory for metrics.jsonl, summary.json and model.pt (written by rank 0).")
+@click.option("--checkpoint-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write a checkpoint here after every epoch (rank 0, atomically).")
+@click.option("--resume", is_flag=False, flag_value="", default=None, metavar="[DIR]",
+              help="Continue from the newest checkpoint in DIR (default: --checkpoint-dir).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+def train(**options: Any) -> None:
+    """Train on every rank of the job that started this process (or alone).
+
+    \b
+    Example (2 ranks on this machine):
+      hvdtrain run -np 2 -- hvdtrain train --model cnn --epochs 10 --out runs/demo
+    """
+    from hvdtrain.train.config import TrainConfig
+    from hvdtrain.train.worker import run_worker
+
+    resume = options.pop("resume")
+    checkpoint_dir = options.pop("checkpoint_dir")
+    if resume == "" and checkpoint_dir is None:
+        raise HvdtrainError("--resume needs to know where the checkpoints are",
+                            "add --checkpoint-dir DIR, or give --resume DIR")
+    resume_from = Path(resume) if resume else checkpoint_dir if resume == "" else None
+    cfg = TrainConfig(lr_scaling=not options.pop("no_lr_scaling"), resume_from=resume_from,
+                      checkpoint_dir=checkpoint_dir or resume_from, **options)
+    run_worker(cfg, os.environ)
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("-np", "--np", "np_", type=int, required=True, help="Number of ranks.")
+@click.option("-H", "--hosts", default=None, metavar="HOST:SLOTS,...",
+              help="Hosts and their slots [default: localhost:NP].")
+@click.option("--dry-run", is_flag=True, help="Print the command and exit.")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.pass_context
+def run(ctx: click.Context, np_: int, hosts: str | None, dry_run: bool, command: tuple[str, ...]) -> None:
+    """Start NP ranks of COMMAND with mpirun; exits with the job's status.
+
+    \b
+    Example:
+      hvdtrain run -np 4 -H node1:2,node2:2 -- hvdtrain train --epochs 5
+    """
+    plan = build_plan(np_, parse_host_list(hosts) if hosts else None, command, os.environ, os.getuid())
+    argv = build_mpirun_argv(plan)
+    if dry_run:
+        click.echo(shlex.join(argv))
+        return
+    ctx.exit(run_argv(argv))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user mistakes become one line on stderr and exit status 2."""
+    try:
+        code = cli.main(args=argv, prog_name="hvdtrain", standalone_mode=False)
+    except HvdtrainError as exc:
+        click.echo(f"hvdtrain: error: {exc}", err=True)
+        sys.exit(2)
+    except click.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx else "hvdtrain"
+        click.echo(f"{where}: error: {exc.format_message()} (see `{where} --help`)", err=True)
+        sys.exit(2)
+    except click.ClickException as exc:
+        click.echo(f"hvdtrain: error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("hvdtrain: interrupted", err=True)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,51 @@
+"""Probes of the machine: the only place that asks the system what MPI it has.
+
+Parsing is pure (``parse_mpi_version``); ``detect_mpi`` runs the one command.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class MpiInfo:
+    """The MPI implementation behind an ``mpirun``/``mpiexec`` binary."""
+
+    flavor: str  # "openmpi", "mpich", "intel", or "unknown"
+    version: str
+    banner: str  # the first line the binary printed
+
+    @property
+    def label(self) -> str:
+        return f"{self.flavor} {self.version}"
+
+
+_PATTERNS = (
+    ("openmpi", re.compile(r"\(Open MPI\)\s+(\S+)")),
+    ("intel", re.compile(r"Intel\(R\) MPI Library.*?Version\s+([\w.]+)")),
+    ("mpich", re.compile(r"HYDRA build details:.*?Version:\s+(\S+)", re.DOTALL)),
+)
+
+
+def parse_mpi_version(text: str) -> MpiInfo:
+    """Identify the MPI from the output of ``mpirun --version``."""
+    lines = text.strip().splitlines()
+    banner = lines[0] if lines else ""
+    for flavor, pattern in _PATTERNS:
+        match = pattern.search(text)
+        if match:
+            return MpiInfo(flavor=flavor, version=match.group(1), banner=banner)
+    return MpiInfo(flavor="unknown", version="", banner=banner)
+
+
+def detect_mpi(mpirun: str = "mpirun") -> MpiInfo | None:
+    """Run ``mpirun --version``; None when no such program is on PATH."""
+    path = shutil.which(mpirun)
+    if path is None:
+        return None
+    done = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30, check=False)
+    return parse_mpi_version(done.stdout + done.stderr)

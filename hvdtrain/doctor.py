@@ -1,0 +1,133 @@
+"""``hvdtrain doctor``: can this install run Horovod jobs? Facts are probed once, judged purely."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from hvdtrain.detect import detect_mpi
+from hvdtrain.horovod_build import installed_build_info_path
+
+FIX = "run `make install`"
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What doctor found; every field is plain data so it prints as JSON."""
+
+    python: str
+    torch: str
+    horovod: str | None
+    horovod_error: str | None  # why ``import horovod.torch`` failed, if it did
+    mpi_built: bool
+    gloo_built: bool
+    nccl_built: bool
+    torch_ops: bool
+    built_against_torch: str | None
+    built_against_mpi: str | None
+    gpu_operations: str | None
+    compiler: str | None
+    linked_mpi_library: str | None
+    mpirun: str | None
+    mpirun_banner: str | None
+    cpu_count: int
+    cuda_available: bool
+    cuda_device_count: int
+
+
+def diagnose(facts: Facts) -> list[str]:
+    """One line per problem, each naming its fix; empty when Horovod can run."""
+    if facts.horovod is None:
+        return [f"Horovod is not installed in this Python ({sys.prefix}): {FIX}"]
+    problems = []
+    if not facts.torch_ops:
+        problems.append(f"Horovod's PyTorch extension does not load ({facts.horovod_error}): {FIX} to rebuild it")
+    elif not (facts.mpi_built or facts.gloo_built):
+        problems.append(f"Horovod was built with neither MPI nor Gloo: {FIX}")
+    if facts.built_against_torch and facts.built_against_torch != facts.torch:
+        problems.append(f"Horovod was built against torch {facts.built_against_torch} but {facts.torch} "
+                        f"is installed: {FIX}")
+    if facts.mpirun is None:
+        problems.append("mpirun was not found on PATH: install Open MPI (`make install` does it)")
+    elif facts.built_against_mpi and facts.built_against_mpi != facts.mpirun:
+        problems.append(f"Horovod was built against {facts.built_against_mpi} but mpirun on PATH is "
+                        f"{facts.mpirun}: put the matching mpirun first on PATH, or {FIX}")
+    if facts.mpi_built and facts.linked_mpi_library == "not found":
+        problems.append(f"Horovod's MPI library is not found by the loader: set LD_LIBRARY_PATH, or {FIX}")
+    if facts.cuda_available and not facts.nccl_built:
+        problems.append(f"torch sees {facts.cuda_device_count} GPU(s) but Horovod was built without NCCL: "
+                        f"{FIX} on a GPU node to build it with HOROVOD_GPU_OPERATIONS=NCCL")
+    return problems
+
+
+def parse_ldd_libmpi(ldd_output: str) -> str | None:
+    """The resolved path of libmpi in ``ldd`` output, ``"not found"``, or None if not linked."""
+    for line in ldd_output.splitlines():
+        match = re.match(r"\s*(libmpi\.so\S*)\s+=>\s+(\S+(?: found)?)", line)
+        if match:
+            return match.group(2)
+    return None
+
+
+def _linked_mpi_library(package_dir: Path) -> str | None:
+    libraries = sorted(package_dir.glob("torch/mpi_lib_v2*.so"))
+    if not libraries:
+        return None
+    done = subprocess.run(["ldd", str(libraries[0])], capture_output=True, text=True, check=False)
+    return parse_ldd_libmpi(done.stdout)
+
+
+def _horovod_facts() -> dict[str, Any]:
+    found: dict[str, Any] = {"horovod": None, "horovod_error": None, "mpi_built": False, "gloo_built": False,
+                             "nccl_built": False, "torch_ops": False, "linked_mpi_library": None}
+    try:
+        import horovod
+    except ImportError:
+        return found
+    found["horovod"] = horovod.__version__
+    try:
+        import horovod.torch as hvd
+    except Exception as exc:  # an ABI mismatch shows up as ImportError or OSError
+        found["horovod_error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        return found
+    found.update(torch_ops=True, mpi_built=bool(hvd.mpi_built()), gloo_built=bool(hvd.gloo_built()),
+                 nccl_built=bool(hvd.nccl_built()))
+    found["linked_mpi_library"] = _linked_mpi_library(Path(horovod.__file__).parent)
+    return found
+
+
+def collect_facts() -> Facts:
+    """Probe this Python, torch, Horovod, its build record and the mpirun on PATH."""
+    import torch
+
+    record_path = installed_build_info_path(sys.prefix)
+    record = json.loads(record_path.read_text()) if record_path.exists() else {}
+    mpi = detect_mpi()
+    cuda = torch.cuda.is_available()
+    return Facts(
+        python=platform.python_version(), torch=torch.__version__, **_horovod_facts(),
+        built_against_torch=record.get("torch"), built_against_mpi=record.get("mpi"),
+        gpu_operations=record.get("gpu_operations") if record else None, compiler=record.get("compiler"),
+        mpirun=mpi.label if mpi else None, mpirun_banner=mpi.banner if mpi else None,
+        cpu_count=len(os.sched_getaffinity(0)), cuda_available=cuda,
+        cuda_device_count=torch.cuda.device_count() if cuda else 0,
+    )
+
+
+def render_json(facts: Facts, problems: list[str]) -> str:
+    return json.dumps({**asdict(facts), "problems": problems, "ok": not problems}, indent=2)
+
+
+def render_text(facts: Facts, problems: list[str]) -> str:
+    rows = [(name, "-" if value is None else str(value)) for name, value in asdict(facts).items()]
+    width = max(len(name) for name, _ in rows)
+    lines = [f"{name:<{width}}  {value}" for name, value in rows]
+    lines += [f"problem: {problem}" for problem in problems] or ["ok: Horovod can run here"]
+    return "\n".join(lines)

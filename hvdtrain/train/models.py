@@ -1,0 +1,45 @@
+"""Built-in models, looked up by name in a registry a ``module:function`` spec can join later."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from hvdtrain.errors import HvdtrainError
+
+ModelFactory = Callable[[tuple[int, ...], int], nn.Module]
+
+
+def mlp(input_shape: tuple[int, ...], num_classes: int, hidden: int = 128) -> nn.Module:
+    """Two hidden ReLU layers on the flattened input."""
+    features = 1
+    for dim in input_shape:
+        features *= dim
+    return nn.Sequential(nn.Flatten(), nn.Linear(features, hidden), nn.ReLU(),
+                         nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+
+
+def cnn(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """Two 3x3 conv layers, one 2x2 pooling, two dense layers. No batch norm and no dropout:
+    replicas stay bit-identical and every step is deterministic on CPU."""
+    channels, height, width = input_shape
+    flat = 32 * (height // 2) * (width // 2)
+    return nn.Sequential(
+        nn.Conv2d(channels, 16, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(flat, 64), nn.ReLU(), nn.Linear(64, num_classes),
+    )
+
+
+MODELS: dict[str, ModelFactory] = {"mlp": mlp, "cnn": cnn}
+
+
+def build_model(name: str, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    factory = MODELS.get(name)
+    if factory is None:
+        raise HvdtrainError(f"unknown model {name!r}", f"use --model {' or '.join(sorted(MODELS))}")
+    if name == "cnn" and len(input_shape) != 3:
+        raise HvdtrainError(f"model cnn needs images (channels, height, width), got shape {input_shape}",
+                            "use --model mlp for flat features")
+    return factory(input_shape, num_classes)

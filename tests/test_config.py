@@ -1,0 +1,54 @@
+import pytest
+
+from hvdtrain.errors import HvdtrainError
+from hvdtrain.train.config import TrainConfig, choose_device, default_threads, epoch_seed, lr_at, scaled_lr
+
+
+@pytest.mark.parametrize(("base", "size", "scaling", "expected"), [
+    (0.1, 1, True, 0.1), (0.1, 4, True, 0.4), (0.1, 4, False, 0.1), (0.05, 2, True, 0.1),
+])
+def test_scaled_lr(base, size, scaling, expected):
+    assert scaled_lr(base, size, scaling) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(("step", "expected"), [(0, 0.1), (5, 0.25), (10, 0.4), (50, 0.4)])
+def test_lr_warms_up_linearly_to_the_scaled_lr(step, expected):
+    cfg = TrainConfig(lr=0.1, warmup_epochs=1)
+    assert lr_at(step, steps_per_epoch=10, cfg=cfg, world_size=4) == pytest.approx(expected)
+
+
+def test_lr_without_warmup_or_scaling():
+    assert lr_at(0, 10, TrainConfig(lr=0.1), 4) == pytest.approx(0.4)
+    assert lr_at(0, 10, TrainConfig(lr=0.1, lr_scaling=False, warmup_epochs=2), 4) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize(("cores", "local", "expected"), [(2, 2, 1), (16, 4, 4), (1, 4, 1), (7, 2, 3)])
+def test_default_threads(cores, local, expected):
+    assert default_threads(cores, local) == expected
+
+
+@pytest.mark.parametrize(("requested", "cuda", "local_rank", "expected"), [
+    ("auto", False, 1, "cpu"), ("auto", True, 3, "cuda:3"), ("cuda", True, 0, "cuda:0"), ("cpu", True, 2, "cpu"),
+])
+def test_choose_device_pins_local_rank(requested, cuda, local_rank, expected):
+    assert choose_device(requested, cuda, local_rank) == expected
+
+
+def test_choose_device_cuda_without_gpu():
+    with pytest.raises(HvdtrainError, match="no CUDA"):
+        choose_device("cuda", False, 0)
+
+
+def test_epoch_seed_depends_on_each_input():
+    seeds = {epoch_seed(s, e, r) for s in range(3) for e in range(3) for r in range(3)}
+    assert len(seeds) == 27
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("epochs", 0, "--epochs 0"), ("batch_size", -1, "--batch-size"), ("lr", 0.0, "--lr"),
+    ("momentum", 1.5, "--momentum"), ("optimizer", "lbfgs", "--optimizer"), ("device", "tpu", "--device"),
+    ("warmup_epochs", -1.0, "--warmup-epochs"), ("threads_per_rank", 0, "--threads-per-rank"),
+])
+def test_config_rejects_bad_values(field, value, message):
+    with pytest.raises(HvdtrainError, match=message):
+        TrainConfig(**{field: value})

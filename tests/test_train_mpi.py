@@ -1,0 +1,82 @@
+"""Real data-parallel training: mpirun starts the ranks, Horovod all-reduces the gradients."""
+
+import json
+
+import pytest
+import torch
+from conftest import HVDTRAIN, hvdtrain, train_mpi
+
+pytestmark = pytest.mark.mpi
+
+# make demo's configuration (see Makefile).
+DEMO = ("--model", "cnn", "--dataset", "digits", "--epochs", "10", "--batch-size", "32", "--lr", "0.05",
+        "--warmup-epochs", "1")
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    return out, train_mpi(2, out, *DEMO)
+
+
+def test_ranks_end_with_identical_parameters(demo_run):
+    _, summary = demo_run
+    assert summary["world_size"] == 2
+    assert len(summary["rank_checksums"]) == 2
+    assert set(summary["rank_checksums"]) == {summary["param_checksum"]}
+
+
+def test_demo_configuration_learns_digits(demo_run):
+    out, summary = demo_run
+    assert summary["final_val_acc"] >= 0.95
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [line["epoch"] for line in lines] == list(range(1, 11))
+    assert set(lines[0]) == {"epoch", "train_loss", "val_loss", "val_acc", "lr", "samples_per_sec",
+                             "world_size", "elapsed_s"}
+    assert lines[-1]["train_loss"] < lines[0]["train_loss"]
+    assert lines[-1]["lr"] == pytest.approx(0.1)  # base LR 0.05 x 2 ranks after warmup
+    assert all(line["world_size"] == 2 and line["samples_per_sec"] > 0 for line in lines)
+    assert lines[-1]["val_acc"] == summary["final_val_acc"]
+
+
+def test_allreduce_matches_one_rank_with_the_whole_batch(tmp_path):
+    common = ("--model", "mlp", "--epochs", "2", "--no-lr-scaling", "--no-shuffle", "--optimizer", "sgd",
+              "--lr", "0.1")
+    train_mpi(2, tmp_path / "two", *common, "--batch-size", "16")
+    one = hvdtrain("train", "--out", str(tmp_path / "one"), *common, "--batch-size", "32")
+    assert one.returncode == 0, one.stderr
+    two_ranks = torch.load(tmp_path / "two" / "model.pt")
+    one_rank = torch.load(tmp_path / "one" / "model.pt")
+    assert list(two_ranks) == list(one_rank)
+    for name in one_rank:
+        torch.testing.assert_close(two_ranks[name], one_rank[name], rtol=1e-5, atol=1e-6)
+    # And the comparison can fail: a different batch split gives different parameters.
+    assert not torch.allclose(torch.load(tmp_path / "two" / "model.pt")["1.weight"],
+                              _train_alone(tmp_path / "other", common, "16")["1.weight"])
+
+
+def _train_alone(out, common, batch_size):
+    done = hvdtrain("train", "--out", str(out), *common, "--batch-size", batch_size)
+    assert done.returncode == 0, done.stderr
+    return torch.load(out / "model.pt")
+
+
+def test_resume_is_exact(tmp_path):
+    args = ("--model", "cnn", "--batch-size", "32", "--lr", "0.05", "--warmup-epochs", "1")
+    straight = train_mpi(2, tmp_path / "straight", *args, "--epochs", "4")
+    ckpt = tmp_path / "ckpt"
+    first = train_mpi(2, tmp_path / "resumed", *args, "--epochs", "2", "--checkpoint-dir", str(ckpt))
+    assert sorted(p.name for p in ckpt.iterdir()) == ["ckpt-epoch00001.pt", "ckpt-epoch00002.pt"]
+    assert first["param_checksum"] != straight["param_checksum"]
+    resumed = train_mpi(2, tmp_path / "resumed", *args, "--epochs", "4", "--checkpoint-dir", str(ckpt),
+                        "--resume")
+    assert resumed["param_checksum"] == straight["param_checksum"]
+    assert set(resumed["rank_checksums"]) == {straight["param_checksum"]}
+    epochs = [json.loads(line)["epoch"] for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().split()]
+    assert epochs == [1, 2, 3, 4]
+
+
+def test_hvdtrain_run_passes_the_exit_code_through(tmp_path):
+    done = hvdtrain("run", "-np", "2", "--", HVDTRAIN, "train", "--model", "nope")
+    assert done.returncode == 2
+    assert "unknown model 'nope'" in done.stderr + done.stdout
