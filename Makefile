@@ -27,7 +27,7 @@ system-packages:
 
 $(STAMP): setup.cfg pyproject.toml hvdtrain/horovod_build.py hvdtrain/detect.py | system-packages
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) torch==2.13.0
+	$(PIP) torch==2.13.0 numpy
 	$(PIP) wheel cloudpickle psutil pyyaml packaging cffi
 	$(PIP) --no-binary mpi4py mpi4py
 	$(PY) -m hvdtrain.horovod_build

@@ -6,7 +6,6 @@ import json
 import os
 import platform
 import re
-import subprocess
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ class Facts:
     built_against_mpi: str | None
     gpu_operations: str | None
     compiler: str | None
-    linked_mpi_library: str | None
+    linked_mpi_library: str | None  # the libmpi loaded with Horovod's torch extension
     mpirun: str | None
     mpirun_banner: str | None
     cpu_count: int
@@ -59,29 +58,19 @@ def diagnose(facts: Facts) -> list[str]:
     elif facts.built_against_mpi and facts.built_against_mpi != facts.mpirun:
         problems.append(f"Horovod was built against {facts.built_against_mpi} but mpirun on PATH is "
                         f"{facts.mpirun}: put the matching mpirun first on PATH, or {FIX}")
-    if facts.mpi_built and facts.linked_mpi_library == "not found":
-        problems.append(f"Horovod's MPI library is not found by the loader: set LD_LIBRARY_PATH, or {FIX}")
     if facts.cuda_available and not facts.nccl_built:
         problems.append(f"torch sees {facts.cuda_device_count} GPU(s) but Horovod was built without NCCL: "
                         f"{FIX} on a GPU node to build it with HOROVOD_GPU_OPERATIONS=NCCL")
     return problems
 
 
-def parse_ldd_libmpi(ldd_output: str) -> str | None:
-    """The resolved path of libmpi in ``ldd`` output, ``"not found"``, or None if not linked."""
-    for line in ldd_output.splitlines():
-        match = re.match(r"\s*(libmpi\.so\S*)\s+=>\s+(\S+(?: found)?)", line)
+def parse_maps_libmpi(maps: str) -> str | None:
+    """The path of the ``libmpi.so`` mapped into a process, from its ``/proc/PID/maps``."""
+    for line in maps.splitlines():
+        match = re.search(r"\s(/\S*/libmpi\.so[.\d]*)$", line)
         if match:
-            return match.group(2)
+            return match.group(1)
     return None
-
-
-def _linked_mpi_library(package_dir: Path) -> str | None:
-    libraries = sorted(package_dir.glob("torch/mpi_lib_v2*.so"))
-    if not libraries:
-        return None
-    done = subprocess.run(["ldd", str(libraries[0])], capture_output=True, text=True, check=False)
-    return parse_ldd_libmpi(done.stdout)
 
 
 def _horovod_facts() -> dict[str, Any]:
@@ -99,7 +88,8 @@ def _horovod_facts() -> dict[str, Any]:
         return found
     found.update(torch_ops=True, mpi_built=bool(hvd.mpi_built()), gloo_built=bool(hvd.gloo_built()),
                  nccl_built=bool(hvd.nccl_built()))
-    found["linked_mpi_library"] = _linked_mpi_library(Path(horovod.__file__).parent)
+    # The extension is loaded now: the libmpi in our own address space is the one it uses.
+    found["linked_mpi_library"] = parse_maps_libmpi(Path("/proc/self/maps").read_text())
     return found
 
 
@@ -126,7 +116,7 @@ def render_json(facts: Facts, problems: list[str]) -> str:
 
 
 def render_text(facts: Facts, problems: list[str]) -> str:
-    rows = [(name, "-" if value is None else str(value)) for name, value in asdict(facts).items()]
+    rows = [(name, "-" if value in (None, "") else str(value)) for name, value in asdict(facts).items()]
     width = max(len(name) for name, _ in rows)
     lines = [f"{name:<{width}}  {value}" for name, value in rows]
     lines += [f"problem: {problem}" for problem in problems] or ["ok: Horovod can run here"]

@@ -22,7 +22,7 @@ def test_doctor_json_on_this_install():
     assert report["mpi_built"] and report["gloo_built"] and report["torch_ops"]
     assert report["built_against_torch"] == report["torch"]
     assert report["built_against_mpi"] == report["mpirun"] and report["mpirun"].startswith("openmpi")
-    assert report["linked_mpi_library"].endswith((".so.40", ".so")) and report["cpu_count"] >= 1
+    assert "/libmpi.so" in report["linked_mpi_library"] and report["cpu_count"] >= 1
 
 
 def test_doctor_exits_1_when_mpirun_is_missing(tmp_path):

@@ -1,7 +1,7 @@
 import pytest
 
 from hvdtrain.detect import parse_mpi_version
-from hvdtrain.doctor import Facts, diagnose, parse_ldd_libmpi
+from hvdtrain.doctor import Facts, diagnose, parse_maps_libmpi
 from hvdtrain.horovod_build import SOURCE_PATCHES, BuildTarget, build_env, choose_gpu_operations, patch_source
 
 
@@ -16,12 +16,12 @@ def test_parse_mpi_version(text, flavor, version):
     assert (info.flavor, info.version) == (flavor, version)
 
 
-def test_parse_ldd_libmpi():
-    ldd = ("\tlinux-vdso.so.1 (0x00007ffd)\n"
-           "\tlibmpi.so.40 => /lib/x86_64-linux-gnu/libmpi.so.40 (0x00007f)\n")
-    assert parse_ldd_libmpi(ldd) == "/lib/x86_64-linux-gnu/libmpi.so.40"
-    assert parse_ldd_libmpi("\tlibmpi.so.40 => not found\n") == "not found"
-    assert parse_ldd_libmpi("\tlibc.so.6 => /lib/libc.so.6\n") is None
+def test_parse_maps_libmpi():
+    maps = ("7f1c2a000000-7f1c2a021000 r--p 00000000 fe:01 1234  /usr/lib/x86_64-linux-gnu/libc.so.6\n"
+            "7f1c2b000000-7f1c2b0a0000 r-xp 00000000 fe:01 5678  /usr/lib/x86_64-linux-gnu/libmpi.so.40.30.4\n"
+            "7f1c2c000000-7f1c2c001000 r--p 00000000 fe:01 9012  /usr/lib/x86_64-linux-gnu/libmpi_cxx.so.40\n")
+    assert parse_maps_libmpi(maps) == "/usr/lib/x86_64-linux-gnu/libmpi.so.40.30.4"
+    assert parse_maps_libmpi(maps.splitlines()[0]) is None
 
 
 def test_patch_source_moves_to_cxx17_once():
@@ -60,7 +60,6 @@ HEALTHY = Facts(python="3.11.7", torch="2.13.0+cpu", horovod="0.28.1", horovod_e
     ({"built_against_torch": "2.12.0"}, "built against torch 2.12.0 but 2.13.0+cpu is installed: run `make"),
     ({"mpirun": None}, "mpirun was not found"),
     ({"mpirun": "mpich 4.0.2"}, "built against openmpi 4.1.4 but mpirun on PATH is mpich 4.0.2"),
-    ({"linked_mpi_library": "not found"}, "MPI library is not found"),
     ({"cuda_available": True, "cuda_device_count": 4}, "4 GPU(s) but Horovod was built without NCCL"),
 ])
 def test_diagnose_names_problem_and_fix(changes, problem):

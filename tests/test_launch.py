@@ -29,7 +29,7 @@ def test_run_dry_run_prints_the_exact_command():
     argv = shlex.split(done.stdout)
     assert argv[:7] == ["mpirun", "-np", "2", "-H", "localhost:2", "--bind-to", "none"]
     assert argv[-2:] == ["echo", "a b;c"]
-    assert ["--mca", "mpi_yield_when_idle", "1"] == argv[argv.index("--mca"):argv.index("--mca") + 3]
+    assert argv[argv.index("--mca"):argv.index("--mca") + 3] == ["--mca", "mpi_yield_when_idle", "1"]
 
 
 def test_plan_needs_a_command():

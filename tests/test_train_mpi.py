@@ -72,7 +72,8 @@ def test_resume_is_exact(tmp_path):
                         "--resume")
     assert resumed["param_checksum"] == straight["param_checksum"]
     assert set(resumed["rank_checksums"]) == {straight["param_checksum"]}
-    epochs = [json.loads(line)["epoch"] for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().split()]
+    metrics = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
+    epochs = [json.loads(line)["epoch"] for line in metrics]
     assert epochs == [1, 2, 3, 4]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
@@ -14,10 +15,13 @@ SPLIT_SEED = 1234  # the digits train/val split never changes with --seed
 VAL_FRACTION = 0.2
 
 
+Samples = Dataset[Any]  # yields (input, label) pairs
+
+
 @dataclass(frozen=True)
 class DataSplit:
-    train: Dataset[tuple[torch.Tensor, torch.Tensor]]
-    val: Dataset[tuple[torch.Tensor, torch.Tensor]]
+    train: Samples
+    val: Samples
     input_shape: tuple[int, ...]
     num_classes: int
 
@@ -26,7 +30,7 @@ def split_tensors(x: torch.Tensor, y: torch.Tensor, val_fraction: float, seed: i
         TensorDataset, TensorDataset]:
     """A seeded random train/val split of paired tensors."""
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
-    n_val = int(round(len(x) * val_fraction))
+    n_val = round(len(x) * val_fraction)
     val, train = order[:n_val], order[n_val:]
     return TensorDataset(x[train], y[train]), TensorDataset(x[val], y[val])
 
@@ -63,8 +67,7 @@ def load_dataset(name: str, seed: int) -> DataSplit:
     return factory(seed)
 
 
-def val_shard(dataset: Dataset[tuple[torch.Tensor, torch.Tensor]], rank: int,
-              size: int) -> Subset[tuple[torch.Tensor, torch.Tensor]]:
+def val_shard(dataset: Samples, rank: int, size: int) -> Subset[Any]:
     """Every ``size``-th sample from ``rank``, without padding: the shards partition the set
     exactly, so summed metrics equal a single process's."""
     return Subset(dataset, range(rank, len(dataset), size))  # type: ignore[arg-type]

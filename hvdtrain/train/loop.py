@@ -13,11 +13,11 @@ import click
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from hvdtrain.train.config import TrainConfig, epoch_seed, lr_at
-from hvdtrain.train.data import val_shard
+from hvdtrain.train.data import Samples, val_shard
 from hvdtrain.train.dist import Dist
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -55,15 +55,15 @@ def param_checksum(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def build_train_loader(train: Dataset[Batch], dist: Dist, cfg: TrainConfig) -> DataLoader[Batch]:
+def build_train_loader(train: Samples, dist: Dist, cfg: TrainConfig) -> DataLoader[Batch]:
     # Horovod: each rank reads its own shard; all shards have the same length, and dropping
     # the last partial batch keeps every rank's step count and batch size equal.
-    sampler = DistributedSampler(train, num_replicas=dist.size, rank=dist.rank, shuffle=cfg.shuffle,
-                                 seed=cfg.seed)
+    sampler: DistributedSampler[Batch] = DistributedSampler(
+        train, num_replicas=dist.size, rank=dist.rank, shuffle=cfg.shuffle, seed=cfg.seed)
     return DataLoader(train, batch_size=cfg.batch_size, sampler=sampler, drop_last=True)
 
 
-def build_val_loader(val: Dataset[Batch], dist: Dist, batch_size: int) -> DataLoader[Batch]:
+def build_val_loader(val: Samples, dist: Dist, batch_size: int) -> DataLoader[Batch]:
     return DataLoader(val_shard(val, dist.rank, dist.size), batch_size=batch_size)
 
 
@@ -88,7 +88,7 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Data
             x, y = x.to(device), y.to(device)
             optimizer.zero_grad()
             loss = F.cross_entropy(model(x), y)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()  # Horovod: all-reduces the gradients first
             loss_sum += loss.item() * len(y)
             samples += len(y)

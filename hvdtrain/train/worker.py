@@ -79,53 +79,52 @@ def _write_json(path: Path, data: Mapping[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def run_worker(cfg: TrainConfig, env: Mapping[str, str]) -> Summary:
-    """Train on this rank; rank 0 writes metrics, checkpoints and the summary."""
-    data = load_dataset(cfg.dataset, cfg.seed)  # validate names before joining the job
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, data.input_shape, data.num_classes)
-    dist = init_dist(env)
-    is_root = dist.rank == 0
+def place(model: nn.Module, cfg: TrainConfig, dist: Dist) -> str:
+    """Set this rank's torch threads and device; move the model there."""
     torch.set_num_threads(cfg.threads_per_rank or default_threads(usable_cores(), dist.local_size))
     device = choose_device(cfg.device, torch.cuda.is_available(), dist.local_rank)
     if device.startswith("cuda"):
         torch.cuda.set_device(device)  # Horovod: one GPU per local rank
     model.to(device)
+    return device
+
+
+def run_worker(cfg: TrainConfig, env: Mapping[str, str]) -> Summary:
+    """Train on this rank; rank 0 writes metrics, checkpoints and the summary."""
+    data = load_dataset(cfg.dataset, cfg.seed)  # bad names fail here, before joining the job
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, data.input_shape, data.num_classes)
+    dist = init_dist(env)
+    is_root = dist.rank == 0
+    device = place(model, cfg, dist)
     optimizer = dist.wrap_optimizer(build_optimizer(model, cfg), model)
     start_epoch = restore(model, optimizer, cfg, dist)
-
     if is_root and cfg.out is not None:
         cfg.out.mkdir(parents=True, exist_ok=True)
         if start_epoch == 0:
             (cfg.out / "metrics.jsonl").write_text("")
+
     train_loader = build_train_loader(data.train, dist, cfg)
     val_loader = build_val_loader(data.val, dist, cfg.batch_size)
-    show_progress = is_root and sys.stdout.isatty()
     last: EpochMetrics | None = None
     total = Throughput(0, 0.0)
-    for metrics, speed in fit(model, optimizer, train_loader, val_loader, dist, cfg, device,
-                              start_epoch, show_progress):
+    for metrics, speed in fit(model, optimizer, train_loader, val_loader, dist, cfg, device, start_epoch,
+                              show_progress=is_root and sys.stdout.isatty()):
         last, total = metrics, Throughput(total.samples + speed.samples, total.seconds + speed.seconds)
         if is_root:
             report_epoch(metrics, cfg)
             if cfg.checkpoint_dir is not None:
                 state = checkpoint.build_checkpoint(model, optimizer, metrics.epoch, cfg, dist.size)
                 checkpoint.write_checkpoint(checkpoint.checkpoint_path(cfg.checkpoint_dir, metrics.epoch), state)
-    if last is None:  # resumed a run that had already finished
-        val_loss, val_acc = evaluate(model, val_loader, dist, device)
-    else:
-        val_loss, val_acc = last.val_loss, last.val_acc
+
+    # A resumed run that had already finished trains no epoch: measure the model as it is.
+    val_loss, val_acc = (last.val_loss, last.val_acc) if last else evaluate(model, val_loader, dist, device)
     mine = param_checksum(model)
     summary = Summary(world_size=dist.size, epochs=cfg.epochs, final_val_loss=val_loss,
                       final_val_acc=val_acc, samples_per_sec=total.per_sec, param_checksum=mine,
-                      rank_checksums=dist.allgather_object(mine))  # Horovod: gather every replica's hash
+                      rank_checksums=dist.allgather_object(mine))  # Horovod: every replica's hash
     if is_root:
-        print(f"done: {summary.world_size} ranks, val_acc {summary.final_val_acc:.4f}, "
-              f"val_loss {summary.final_val_loss:.4f}, {summary.samples_per_sec:,.0f} samples/s, "
-              f"replicas identical: {len(set(summary.rank_checksums)) == 1}", flush=True)
-        if cfg.out is not None:
-            _write_json(cfg.out / "summary.json", asdict(summary))
-            torch.save(model.state_dict(), cfg.out / "model.pt")
+        report_summary(summary, model, cfg)
     return summary
 
 
@@ -138,3 +137,14 @@ def report_epoch(metrics: EpochMetrics, cfg: TrainConfig) -> None:
     if cfg.out is not None:
         with (cfg.out / "metrics.jsonl").open("a") as handle:
             handle.write(json.dumps(asdict(metrics)) + "\n")
+
+
+def report_summary(summary: Summary, model: nn.Module, cfg: TrainConfig) -> None:
+    """Rank 0: the final line, ``summary.json`` and ``model.pt``."""
+    identical = len(set(summary.rank_checksums)) == 1
+    print(f"done: {summary.world_size} ranks, val_acc {summary.final_val_acc:.4f}, "
+          f"val_loss {summary.final_val_loss:.4f}, {summary.samples_per_sec:,.0f} samples/s, "
+          f"replicas identical: {identical}", flush=True)
+    if cfg.out is not None:
+        _write_json(cfg.out / "summary.json", asdict(summary))
+        torch.save(model.state_dict(), cfg.out / "model.pt")
