@@ -12,7 +12,8 @@ import click
 
 import hvdtrain
 from hvdtrain.errors import HvdtrainError
-from hvdtrain.hosts import parse_host_list
+from hvdtrain.hostfile import FORMATS, format_hosts, read_hostfile
+from hvdtrain.hosts import assign_ranks, check_np, parse_host_list
 from hvdtrain.launch.execute import run_argv
 from hvdtrain.launch.mpirun import build_mpirun_argv
 from hvdtrain.launch.plan import build_plan
@@ -93,22 +94,75 @@ def train(**options: Any) -> None:
 @click.option("-np", "--np", "np_", type=int, required=True, help="Number of ranks.")
 @click.option("-H", "--hosts", default=None, metavar="HOST:SLOTS,...",
               help="Hosts and their slots [default: localhost:NP].")
+@click.option("--hostfile", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A hostfile in any format `hvdtrain hostfile show` reads.")
 @click.option("--dry-run", is_flag=True, help="Print the command and exit.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context
-def run(ctx: click.Context, np_: int, hosts: str | None, dry_run: bool, command: tuple[str, ...]) -> None:
+def run(ctx: click.Context, np_: int, hosts: str | None, hostfile: Path | None, dry_run: bool,
+        command: tuple[str, ...]) -> None:
     """Start NP ranks of COMMAND with mpirun; exits with the job's status.
 
     \b
     Example:
       hvdtrain run -np 4 -H node1:2,node2:2 -- hvdtrain train --epochs 5
+      hvdtrain run -np 8 --hostfile hostfiles/two-nodes -- hvdtrain train
     """
-    plan = build_plan(np_, parse_host_list(hosts) if hosts else None, command, os.environ, os.getuid())
+    if hosts and hostfile:
+        raise HvdtrainError("-H and --hostfile both name hosts", "give one of them")
+    chosen = parse_host_list(hosts) if hosts else read_hostfile(hostfile) if hostfile else None
+    plan = build_plan(np_, chosen, command, os.environ, os.getuid())
     argv = build_mpirun_argv(plan)
     if dry_run:
         click.echo(shlex.join(argv))
         return
     ctx.exit(run_argv(argv))
+
+
+@cli.group()
+def hostfile() -> None:
+    """Read, check and convert hostfiles (Open MPI, MPICH, Horovod -H, JSON)."""
+
+
+@hostfile.command()
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="openmpi", show_default=True)
+@click.option("-np", "--np", "np_", type=int, default=None, help="Also show the rank layout for NP ranks.")
+@click.option("--map-by", type=click.Choice(["slot", "node"]), default="slot", show_default=True)
+def show(path: Path, fmt: str, np_: int | None, map_by: str) -> None:
+    """Parse and validate PATH, print it in FORMAT, and the rank layout for -np.
+
+    \b
+    Example:
+      hvdtrain hostfile show hostfiles/commented -np 6
+    """
+    hosts = read_hostfile(path)
+    click.echo(format_hosts(hosts, fmt), nl=False)
+    if np_ is not None:
+        check_np(np_, hosts)
+        click.echo("rank  local_rank  local_size  cross_rank  cross_size  host")
+        for slot in assign_ranks(hosts, np_, map_by):
+            click.echo(f"{slot.rank:>4}  {slot.local_rank:>10}  {slot.local_size:>10}  {slot.cross_rank:>10}  "
+                       f"{slot.cross_size:>10}  {slot.host}")
+
+
+@hostfile.command()
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--to", "fmt", type=click.Choice(FORMATS), required=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write here instead of standard output.")
+def convert(path: Path, fmt: str, output: Path | None) -> None:
+    """Rewrite the hostfile PATH in another format.
+
+    \b
+    Example:
+      hvdtrain hostfile convert hostfiles/two-nodes --to mpich -o hosts.mpich
+    """
+    text = format_hosts(read_hostfile(path), fmt)
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text)
 
 
 def main(argv: list[str] | None = None) -> None:

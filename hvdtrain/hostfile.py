@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hvdtrain.errors import HvdtrainError
-from hvdtrain.hosts import Host, reject_duplicates
+from hvdtrain.hosts import Host, is_valid_hostname, reject_duplicates
 
 FORMATS = ("openmpi", "mpich", "horovod", "json")
 
@@ -38,6 +38,9 @@ def parse_line(line: str, where: str) -> Host | None:
     if not words:
         return None
     name, options = words[0], words[1:]
+    if not is_valid_hostname(name.split(":")[0] if name.count(":") == 1 else name):
+        raise HvdtrainError(f"{where}: {name!r} is not a valid hostname or IP address",
+                            "one host per line: a name, then slots=N, e.g. node01 slots=4")
     if ":" in name and not options and name.count(":") == 1:
         name, slots = name.split(":")
         return _make_host(name, _int_field(slots, "slots", where), None, where)

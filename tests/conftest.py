@@ -14,7 +14,8 @@ import pytest
 
 BIN = Path(sys.executable).parent
 HVDTRAIN = str(BIN / "hvdtrain")
-GOLDEN = Path(__file__).parent / "golden"
+REPO = Path(__file__).parent.parent
+GOLDEN = REPO / "tests" / "golden"
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -29,7 +30,7 @@ def hvdtrain(*args: str, timeout: float = 300, env: dict[str, str] | None = None
              cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """Run the installed ``hvdtrain`` command and capture its output."""
     return subprocess.run([HVDTRAIN, *args], capture_output=True, text=True, timeout=timeout,
-                          env=env, cwd=cwd, check=False)
+                          env=env, cwd=cwd or REPO, check=False)
 
 
 def train_mpi(np: int, out: Path, *train_args: str, timeout: float = 600) -> dict[str, Any]:

@@ -4,7 +4,7 @@ import json
 import os
 
 import pytest
-from conftest import hvdtrain
+from conftest import REPO, hvdtrain
 
 DOCTOR_FIELDS = {"python", "torch", "horovod", "horovod_error", "mpi_built", "gloo_built", "nccl_built",
                  "torch_ops", "built_against_torch", "built_against_mpi", "gpu_operations", "compiler",
@@ -44,11 +44,17 @@ BAD_INPUT = [
     (["run", "-np", "1", "-H", "a;touch x:1", "--", "true"], "not a valid hostname"),
     (["run", "-np", "2"], "Missing argument 'COMMAND...'"),
     (["nosuchcommand"], "No such command 'nosuchcommand'"),
+    (["run", "-np", "9", "--hostfile", "hostfiles/two-nodes", "--", "true"], "-np 9 is more than the 8 slots"),
+    (["run", "-np", "1", "-H", "a", "--hostfile", "x", "--", "true"], "-H and --hostfile both name hosts"),
+    (["run", "-np", "1", "--hostfile", "/nonexistent", "--", "true"], "cannot read hostfile /nonexistent"),
+    (["hostfile", "show", "/etc/passwd"], "/etc/passwd:1: 'root:x:0:0:root:/root:/bin/bash' is not a valid"),
+    (["hostfile", "convert", "hostfiles/two-nodes", "--to", "yaml"], "'yaml' is not one of"),
 ]
 
 
 @pytest.mark.parametrize(("args", "message"), BAD_INPUT)
 def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
+    args = [str(REPO / arg) if arg.startswith("hostfiles/") else arg for arg in args]
     done = hvdtrain(*args, cwd=tmp_path)
     assert done.returncode == 2, done.stdout + done.stderr
     assert message in done.stderr
@@ -71,3 +77,25 @@ def test_python_dash_m_works():
 
     done = subprocess.run([sys.executable, "-m", "hvdtrain", "--version"], capture_output=True, text=True)
     assert done.returncode == 0 and "hvdtrain" in done.stdout
+
+
+def test_hostfile_show_prints_hosts_and_layout():
+    done = hvdtrain("hostfile", "show", "hostfiles/commented", "-np", "5")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[:3] == ["node01 slots=4", "node02 slots=4 max_slots=8", "node03 slots=2"]
+    assert lines[4].split() == ["0", "0", "4", "0", "2", "node01"]
+    assert lines[-1].split() == ["4", "0", "1", "1", "2", "node02"]
+
+
+def test_hostfile_convert_round_trips(tmp_path):
+    target = tmp_path / "hosts.json"
+    assert hvdtrain("hostfile", "convert", "hostfiles/two-nodes", "--to", "json", "-o", str(target)).returncode == 0
+    back = hvdtrain("hostfile", "convert", str(target), "--to", "mpich")
+    assert back.stdout == "node01:4\nnode02:4\n"
+
+
+def test_run_with_hostfile_dry_run():
+    done = hvdtrain("run", "-np", "8", "--hostfile", "hostfiles/two-nodes", "--dry-run", "--", "true")
+    assert done.returncode == 0, done.stderr
+    assert " -H node01:4,node02:4 " in done.stdout

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from hvdtrain.launch.plan import LaunchPlan
 
-# Measured on 2 ranks x 2 cores: with Open MPI's default busy-polling the waiting rank steals
-# the core that computes; yielding when idle and not binding ranks to cores made a small CNN
-# train 1.6x faster (see README, Performance).
+# With Open MPI's default busy-polling a rank waiting in the all-reduce spins on a core another
+# rank computes on. Yielding when idle and not binding ranks to cores made the built-in CNN train
+# 1.25x faster at 2 ranks on 2 cores (README, "Why these mpirun flags").
 CPU_FRIENDLY_MCA = (("mpi_yield_when_idle", "1"),)
 
 
