@@ -146,6 +146,23 @@ def show(path: Path, fmt: str, np_: int | None, map_by: str) -> None:
                        f"{slot.cross_size:>10}  {slot.host}")
 
 
+@hostfile.command("from-slurm")
+@click.option("--nodelist", default=None, help="Slurm hostlist [default: $SLURM_JOB_NODELIST].")
+@click.option("--tasks-per-node", default=None, help="e.g. 2(x3),1 [default: $SLURM_TASKS_PER_NODE].")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="openmpi", show_default=True)
+def from_slurm(nodelist: str | None, tasks_per_node: str | None, fmt: str) -> None:
+    """Print the hostfile of a Slurm allocation (inside sbatch/salloc, or from explicit values).
+
+    \b
+    Example:
+      hvdtrain hostfile from-slurm > hosts   # inside an allocation
+      hvdtrain hostfile from-slurm --nodelist 'node[01-03]' --tasks-per-node '4(x3)' --format mpich
+    """
+    from hvdtrain.slurm.nodelist import hosts_from_slurm
+
+    click.echo(format_hosts(hosts_from_slurm(os.environ, nodelist, tasks_per_node), fmt), nl=False)
+
+
 @hostfile.command()
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--to", "fmt", type=click.Choice(FORMATS), required=True)

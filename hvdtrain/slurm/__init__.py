@@ -1,0 +1,1 @@
+"""Slurm: allocations to hosts (and, later, sbatch scripts, submission and requeue)."""
