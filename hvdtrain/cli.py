@@ -14,9 +14,9 @@ import hvdtrain
 from hvdtrain.errors import HvdtrainError
 from hvdtrain.hostfile import FORMATS, format_hosts, read_hostfile
 from hvdtrain.hosts import assign_ranks, check_np, parse_host_list
+from hvdtrain.launch.choose import build_parts, choose_launcher, render_explanation
 from hvdtrain.launch.execute import run_argv
-from hvdtrain.launch.mpirun import build_mpirun_argv
-from hvdtrain.launch.plan import build_plan
+from hvdtrain.launch.plan import LAUNCHERS, build_plan, flatten, launch_env
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -93,30 +93,60 @@ def train(**options: Any) -> None:
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.option("-np", "--np", "np_", type=int, required=True, help="Number of ranks.")
 @click.option("-H", "--hosts", default=None, metavar="HOST:SLOTS,...",
-              help="Hosts and their slots [default: localhost:NP].")
+              help="Hosts and their slots [default: the Slurm allocation, else localhost:NP].")
 @click.option("--hostfile", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="A hostfile in any format `hvdtrain hostfile show` reads.")
+@click.option("--launcher", type=click.Choice(["auto", *LAUNCHERS]), default="auto", show_default=True,
+              help="auto: srun inside a Slurm job with PMIx, else mpirun (mpiexec for MPICH).")
+@click.option("-x", "env_flags", multiple=True, metavar="NAME[=VALUE]",
+              help="Forward NAME, or set NAME=VALUE, in every rank (repeatable).")
+@click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write each rank's output to its own file here.")
+@click.option("--tag-output", is_flag=True, help="Prefix each output line with its rank.")
+@click.option("--timeline", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write a Horovod timeline (chrome://tracing JSON) here.")
+@click.option("--mpi-args", default="", metavar="'ARGS'", help="Extra launcher arguments, split like a shell would.")
 @click.option("--dry-run", is_flag=True, help="Print the command and exit.")
+@click.option("--explain", is_flag=True, help="With --dry-run: say why each argument is there.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context
-def run(ctx: click.Context, np_: int, hosts: str | None, hostfile: Path | None, dry_run: bool,
-        command: tuple[str, ...]) -> None:
-    """Start NP ranks of COMMAND with mpirun; exits with the job's status.
+def run(ctx: click.Context, np_: int, hosts: str | None, hostfile: Path | None, launcher: str,
+        env_flags: tuple[str, ...], output_dir: Path | None, tag_output: bool, timeline: Path | None,
+        mpi_args: str, dry_run: bool, explain: bool, command: tuple[str, ...]) -> None:
+    """Start NP ranks of COMMAND with mpirun, srun, horovodrun or mpiexec; exit with the job's status.
 
     \b
     Example:
       hvdtrain run -np 4 -H node1:2,node2:2 -- hvdtrain train --epochs 5
-      hvdtrain run -np 8 --hostfile hostfiles/two-nodes -- hvdtrain train
+      hvdtrain run -np 8 --hostfile hostfiles/two-nodes --dry-run --explain -- hvdtrain train
     """
+    from hvdtrain.detect import detect_mpi, detect_srun_mpi_plugins
+    from hvdtrain.slurm.nodelist import hosts_from_slurm
+
     if hosts and hostfile:
         raise HvdtrainError("-H and --hostfile both name hosts", "give one of them")
     chosen = parse_host_list(hosts) if hosts else read_hostfile(hostfile) if hostfile else None
-    plan = build_plan(np_, chosen, command, os.environ, os.getuid())
-    argv = build_mpirun_argv(plan)
+    env = launch_env(os.environ, sys.executable)
+    in_slurm = "SLURM_JOB_NODELIST" in env
+    plan = build_plan(np_, chosen, command, env, os.getuid(),
+                      slurm_hosts=hosts_from_slurm(env) if in_slurm else None, env_flags=env_flags,
+                      output_dir=output_dir, tag_output=tag_output, timeline=timeline,
+                      launcher_args=tuple(_split_args(mpi_args)))
+    probe_srun = launcher == "srun" or (launcher == "auto" and "SLURM_JOB_ID" in env)
+    choice = choose_launcher(launcher, env, detect_srun_mpi_plugins() if probe_srun else None,
+                             detect_mpi() if launcher == "auto" else None)
+    parts = build_parts(plan, choice)
     if dry_run:
-        click.echo(shlex.join(argv))
+        click.echo(render_explanation(parts, choice) if explain else shlex.join(flatten(parts)))
         return
-    ctx.exit(run_argv(argv))
+    ctx.exit(run_argv(flatten(parts), env))
+
+
+def _split_args(text: str) -> list[str]:
+    try:
+        return shlex.split(text)
+    except ValueError as exc:
+        raise HvdtrainError(f"--mpi-args {text!r}: {exc}", "balance the quotes in --mpi-args") from None
 
 
 @cli.group()

@@ -49,3 +49,22 @@ def detect_mpi(mpirun: str = "mpirun") -> MpiInfo | None:
         return None
     done = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30, check=False)
     return parse_mpi_version(done.stdout + done.stderr)
+
+
+def parse_srun_mpi_list(text: str) -> tuple[str, ...]:
+    """Plugin names from ``srun --mpi=list`` (one per line after a heading)."""
+    plugins = []
+    for line in text.splitlines():
+        word = line.strip().removeprefix("srun: ").strip()
+        if re.fullmatch(r"[a-z][a-z0-9_]*", word):
+            plugins.append(word)
+    return tuple(plugins)
+
+
+def detect_srun_mpi_plugins() -> tuple[str, ...] | None:
+    """The MPI plugins srun offers; None when srun is not on PATH."""
+    path = shutil.which("srun")
+    if path is None:
+        return None
+    done = subprocess.run([path, "--mpi=list"], capture_output=True, text=True, timeout=30, check=False)
+    return parse_srun_mpi_list(done.stdout + done.stderr)

@@ -1,26 +1,103 @@
 import shlex
+from pathlib import Path
 
 import pytest
-from conftest import check_golden, hvdtrain
+from conftest import HVDTRAIN, check_golden, hvdtrain
 
+from hvdtrain.detect import MpiInfo, parse_srun_mpi_list
 from hvdtrain.errors import HvdtrainError
 from hvdtrain.hosts import parse_host_list
-from hvdtrain.launch.mpirun import build_mpirun_argv
-from hvdtrain.launch.plan import build_plan, select_env_names
+from hvdtrain.launch.choose import LauncherChoice, build_parts, choose_launcher, render_explanation
+from hvdtrain.launch.plan import build_plan, flatten, launch_env, parse_env_flags, select_env_names
 
 ENV = {"PATH": "/usr/bin", "HOME": "/root", "HOROVOD_FUSION_THRESHOLD": "1", "PYTHONPATH": "/x",
        "SECRET": "no", "OMP_NUM_THREADS": "1"}
+OPENMPI = MpiInfo("openmpi", "4.1.4", "mpirun (Open MPI) 4.1.4")
+SRUN_LIST = ("MPI plugin types are...\n\tnone\n\tcray_shasta\n\tpmi2\n\tpmix\n"
+             "specific pmix plugin versions available: pmix_v4\n")
+
+
+def _plans():
+    simple = build_plan(2, None, ("hvdtrain", "train", "--epochs", "1"), ENV, uid=0)
+    full = build_plan(4, parse_host_list("node1:2,node2:2"), ("python", "my script.py"), ENV, uid=1000,
+                      env_flags=("MY_VAR", "NCCL_DEBUG=INFO"), output_dir=Path("/logs/run 1"), tag_output=True,
+                      timeline=Path("/tmp/tl.json"), launcher_args=("--mca", "btl", "^openib"))
+    return simple, full
+
+
+@pytest.mark.parametrize("launcher", ["mpirun", "horovodrun", "srun", "mpiexec"])
+def test_launcher_argv_golden(launcher):
+    choice = LauncherChoice(launcher, "test", "pmix" if launcher == "srun" else "")
+    text = "".join(shlex.join(flatten(build_parts(plan, choice))) + "\n" for plan in _plans())
+    check_golden(f"{launcher}_argv.txt", text)
+
+
+def test_explain_gives_every_argument_a_reason():
+    choice = LauncherChoice("mpirun", "test")
+    parts = build_parts(_plans()[1], choice)
+    lines = render_explanation(parts, choice).splitlines()
+    assert lines[0] == "# launcher: mpirun (test)" and len(lines) == len(parts) + 1
+    assert all("  # " in line for line in lines[1:])
 
 
 def test_select_env_names_forwards_only_what_ranks_need():
     assert select_env_names(ENV) == ("HOROVOD_FUSION_THRESHOLD", "OMP_NUM_THREADS", "PATH", "PYTHONPATH")
 
 
-def test_mpirun_argv_golden():
-    root = build_plan(2, None, ("hvdtrain", "train", "--epochs", "1"), ENV, uid=0)
-    user = build_plan(4, parse_host_list("node1:2,node2:2"), ("python", "my script.py"), ENV, uid=1000)
-    text = "\n".join(shlex.join(build_mpirun_argv(plan)) for plan in (root, user)) + "\n"
-    check_golden("mpirun_argv.txt", text)
+@pytest.mark.parametrize(("flags", "names", "values"), [
+    (["A"], ("A",), ()), (["A=1", "B"], ("B",), (("A", "1"),)), (["X=a=b"], (), (("X", "a=b"),)),
+    (["V=$(touch x); rm"], (), (("V", "$(touch x); rm"),)),
+])
+def test_parse_env_flags(flags, names, values):
+    assert parse_env_flags(flags) == (names, values)
+
+
+@pytest.mark.parametrize("flag", ["1A", "A-B=1", "$(x)", "", "A B"])
+def test_parse_env_flags_rejects_bad_names(flag):
+    with pytest.raises(HvdtrainError, match="not an environment variable name"):
+        parse_env_flags([flag])
+
+
+def test_parse_srun_mpi_list():
+    assert parse_srun_mpi_list(SRUN_LIST) == ("none", "cray_shasta", "pmi2", "pmix")
+
+
+@pytest.mark.parametrize(("requested", "env", "plugins", "mpi", "name"), [
+    ("auto", {}, None, OPENMPI, "mpirun"),
+    ("auto", {"SLURM_JOB_ID": "7"}, ("none", "pmi2", "pmix"), OPENMPI, "srun"),
+    ("auto", {"SLURM_JOB_ID": "7"}, ("none", "pmi2"), OPENMPI, "mpirun"),
+    ("auto", {}, None, MpiInfo("mpich", "4.0", "HYDRA"), "mpiexec"),
+    ("horovodrun", {"SLURM_JOB_ID": "7"}, ("pmix",), OPENMPI, "horovodrun"),
+    ("srun", {}, ("pmix_v4",), None, "srun"),
+])
+def test_choose_launcher(requested, env, plugins, mpi, name):
+    choice = choose_launcher(requested, env, plugins, mpi)
+    assert choice.name == name and choice.why
+
+
+def test_choose_srun_without_pmix_is_an_error():
+    with pytest.raises(HvdtrainError, match="srun offers no PMIx plugin \\(none, pmi2\\)"):
+        choose_launcher("srun", {}, ("none", "pmi2"), OPENMPI)
+
+
+@pytest.mark.parametrize(("path", "expected"), [
+    ("/usr/bin", "/venv/bin:/usr/bin"), ("/venv/bin:/usr/bin", "/venv/bin:/usr/bin"), ("", "/venv/bin"),
+])
+def test_launch_env_puts_this_install_first(path, expected):
+    env = launch_env({"PATH": path, "HOME": "/root"}, "/venv/bin/python")
+    assert env == {"PATH": expected, "HOME": "/root"}
+
+
+def test_plan_needs_a_command():
+    with pytest.raises(HvdtrainError, match="no command"):
+        build_plan(2, None, (), ENV, uid=0)
+
+
+def test_plan_uses_the_slurm_allocation_when_no_hosts_are_given():
+    slurm = parse_host_list("node1:2,node2:2")
+    plan = build_plan(4, None, ("true",), ENV, uid=0, slurm_hosts=slurm)
+    assert plan.hosts == slurm and plan.hosts_from == "slurm"
+    assert build_plan(1, parse_host_list("a:1"), ("true",), ENV, uid=0, slurm_hosts=slurm).hosts_from == "user"
 
 
 def test_run_dry_run_prints_the_exact_command():
@@ -30,8 +107,22 @@ def test_run_dry_run_prints_the_exact_command():
     assert argv[:7] == ["mpirun", "-np", "2", "-H", "localhost:2", "--bind-to", "none"]
     assert argv[-2:] == ["echo", "a b;c"]
     assert argv[argv.index("--mca"):argv.index("--mca") + 3] == ["--mca", "mpi_yield_when_idle", "1"]
+    explained = hvdtrain("run", "-np", "2", "--dry-run", "--explain", "--", "true").stdout
+    assert explained.startswith("# launcher: mpirun (Open MPI's mpirun") and "busy-polling" in explained
 
 
-def test_plan_needs_a_command():
-    with pytest.raises(HvdtrainError, match="no command"):
-        build_plan(2, None, (), ENV, uid=0)
+def test_user_values_never_reach_a_shell(tmp_path):
+    canary = tmp_path / "canary"
+    payload = f"$(touch {canary}); touch {canary} `touch {canary}` ' \" \n"
+    out = tmp_path / "out $(touch canary)"
+    done = hvdtrain("run", "-np", "2", "-x", f"EVIL={payload}", "--output-dir", str(out), "--tag-output", "--",
+                    HVDTRAIN_PYTHON, "-c", "import os; print(repr(os.environ['EVIL']))")
+    assert done.returncode == 0, done.stderr
+    assert not canary.exists() and not (Path.cwd() / "canary").exists()
+    logs = sorted(out.rglob("stdout"))
+    assert len(logs) == 2 and all(repr(payload) in log.read_text() for log in logs)
+    rejected = hvdtrain("run", "-np", "1", "-H", f"a$(touch {canary}):1", "--", "true")
+    assert rejected.returncode == 2 and not canary.exists()
+
+
+HVDTRAIN_PYTHON = str(Path(HVDTRAIN).parent / "python")

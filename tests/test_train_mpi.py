@@ -77,6 +77,16 @@ def test_resume_is_exact(tmp_path):
     assert epochs == [1, 2, 3, 4]
 
 
+@pytest.mark.parametrize("launcher", ["mpirun", "horovodrun"])
+def test_each_launcher_keeps_replicas_in_sync(launcher, tmp_path):
+    out = tmp_path / launcher
+    done = hvdtrain("run", "-np", "2", "--launcher", launcher, "--", HVDTRAIN, "train", "--model", "mlp",
+                    "--epochs", "2", "--out", str(out), timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and set(summary["rank_checksums"]) == {summary["param_checksum"]}
+
+
 def test_hvdtrain_run_passes_the_exit_code_through(tmp_path):
     done = hvdtrain("run", "-np", "2", "--", HVDTRAIN, "train", "--model", "nope")
     assert done.returncode == 2

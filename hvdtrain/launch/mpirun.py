@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hvdtrain.launch.plan import LaunchPlan
+from hvdtrain.launch.plan import LaunchPlan, Part
 
 # With Open MPI's default busy-polling a rank waiting in the all-reduce spins on a core another
 # rank computes on. Yielding when idle and not binding ranks to cores made the built-in CNN train
@@ -10,13 +10,23 @@ from hvdtrain.launch.plan import LaunchPlan
 CPU_FRIENDLY_MCA = (("mpi_yield_when_idle", "1"),)
 
 
-def build_mpirun_argv(plan: LaunchPlan, mpirun: str = "mpirun") -> list[str]:
-    argv = [mpirun, "-np", str(plan.np), "-H", ",".join(str(host) for host in plan.hosts),
-            "--bind-to", "none", "--map-by", "slot"]
+def mpirun_parts(plan: LaunchPlan, mpirun: str = "mpirun") -> list[Part]:
+    parts = [
+        Part((mpirun, "-np", str(plan.np)), "number of ranks"),
+        Part(("-H", ",".join(str(host) for host in plan.hosts)), f"hosts:slots ({plan.hosts_from})"),
+        Part(("--bind-to", "none"), "let each rank's torch threads run on any core"),
+        Part(("--map-by", "slot"), "fill each host's slots in order, so neighbouring ranks share a node"),
+    ]
     if plan.as_root:
-        argv.append("--allow-run-as-root")
+        parts.append(Part(("--allow-run-as-root",), "you are root, and Open MPI refuses root otherwise"))
     for name, value in CPU_FRIENDLY_MCA:
-        argv += ["--mca", name, value]
-    for name in plan.env_names:
-        argv += ["-x", name]
-    return argv + list(plan.command)
+        parts.append(Part(("--mca", name, value), "a waiting rank yields its core instead of busy-polling"))
+    parts += [Part(("-x", name), "forward this variable to every rank") for name in plan.env_names]
+    parts += [Part(("-x", f"{name}={value}"), "set in every rank") for name, value in plan.all_env_values]
+    if plan.tag_output:
+        parts.append(Part(("--tag-output",), "prefix each output line with [job,rank]"))
+    if plan.output_dir:
+        parts.append(Part(("--output-filename", str(plan.output_dir)), "one stdout/stderr file per rank"))
+    if plan.launcher_args:
+        parts.append(Part(plan.launcher_args, "passed through from --mpi-args"))
+    return [*parts, Part(plan.command, "the program every rank runs")]

@@ -1,32 +1,82 @@
-"""The launch plan: everything needed to start N ranks, decided before anything runs."""
+"""The launch plan: everything needed to start N ranks, decided before anything runs.
+
+Launcher builders turn a plan into ``Part``s, each a run of argv elements with the reason it is
+there, so ``--dry-run`` prints the command and ``--explain`` says why each flag is in it.
+"""
 
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from hvdtrain.errors import HvdtrainError
 from hvdtrain.hosts import Host, check_np
 
 # Environment the ranks need; forwarded by name (with its current value) when set.
 FORWARDED_ENV = ("PATH", "LD_LIBRARY_PATH", "PYTHONPATH", "VIRTUAL_ENV", "OMP_NUM_THREADS", "HOROVOD_*")
+LAUNCHERS = ("mpirun", "horovodrun", "srun", "mpiexec")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class Part:
+    """A run of argv elements and why they are there."""
+
+    args: tuple[str, ...]
+    why: str
 
 
 @dataclass(frozen=True)
 class LaunchPlan:
-    """N ranks of one command on some hosts, and the environment they inherit."""
+    """N ranks of one command on some hosts, and how to start them."""
 
     np: int
     hosts: tuple[Host, ...]
     command: tuple[str, ...]
-    env_names: tuple[str, ...] = ()
+    hosts_from: str = "default"  # "default" (this machine), "user" (-H/--hostfile) or "slurm"
+    env_names: tuple[str, ...] = ()  # forwarded with their current values
+    env_values: tuple[tuple[str, str], ...] = ()  # -x NAME=VALUE
     as_root: bool = False
+    output_dir: Path | None = None
+    tag_output: bool = False
+    timeline: Path | None = None
+    launcher_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.command:
             raise HvdtrainError("no command to launch", "put it after --, e.g. hvdtrain run -np 2 -- hvdtrain train")
         check_np(self.np, self.hosts)
+
+    @property
+    def all_env_values(self) -> tuple[tuple[str, str], ...]:
+        """-x values plus the Horovod timeline, which is an environment variable to Horovod."""
+        timeline = (("HOROVOD_TIMELINE", str(self.timeline)),) if self.timeline else ()
+        return self.env_values + timeline
+
+
+def env_prefix(plan: LaunchPlan, launcher: str) -> list[Part]:
+    """``env NAME=VALUE`` before a launcher that hands its whole environment to the ranks."""
+    if not plan.all_env_values:
+        return []
+    return [Part(("env", *(f"{name}={value}" for name, value in plan.all_env_values)),
+                 f"set for {launcher}, which passes its environment to every rank")]
+
+
+def flatten(parts: Sequence[Part]) -> list[str]:
+    return [arg for part in parts for arg in part.args]
+
+
+def launch_env(env: Mapping[str, str], python: str) -> dict[str, str]:
+    """The launcher's environment: this install's ``bin`` first on PATH, so ``horovodrun`` and the
+    ranks' ``hvdtrain`` resolve to the same virtualenv as the ``hvdtrain`` that launched them."""
+    bin_dir = str(Path(python).parent)
+    parts = [part for part in env.get("PATH", "").split(":") if part]
+    if bin_dir not in parts:
+        parts.insert(0, bin_dir)
+    return {**env, "PATH": ":".join(parts)}
 
 
 def select_env_names(env: Mapping[str, str], patterns: tuple[str, ...] = FORWARDED_ENV) -> tuple[str, ...]:
@@ -34,8 +84,36 @@ def select_env_names(env: Mapping[str, str], patterns: tuple[str, ...] = FORWARD
     return tuple(sorted(name for name in env if any(fnmatch.fnmatchcase(name, p) for p in patterns)))
 
 
-def build_plan(np: int, hosts: tuple[Host, ...] | None, command: tuple[str, ...],
-               env: Mapping[str, str], uid: int) -> LaunchPlan:
-    """A plan from the user's flags; with no hosts, all ranks run on this machine."""
-    chosen = hosts if hosts else (Host("localhost", max(np, 1)),)
-    return LaunchPlan(np=np, hosts=chosen, command=command, env_names=select_env_names(env), as_root=uid == 0)
+def parse_env_flags(flags: Sequence[str]) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """``-x NAME`` forwards a variable, ``-x NAME=VALUE`` sets one; names must be valid."""
+    names: list[str] = []
+    values: list[tuple[str, str]] = []
+    for flag in flags:
+        name, sep, value = flag.partition("=")
+        if not _ENV_NAME.match(name):
+            raise HvdtrainError(f"-x {flag!r}: {name!r} is not an environment variable name",
+                                "use -x NAME or -x NAME=VALUE with letters, digits and _")
+        if sep:
+            values.append((name, value))
+        else:
+            names.append(name)
+    return tuple(names), tuple(values)
+
+
+def build_plan(np: int, hosts: tuple[Host, ...] | None, command: tuple[str, ...], env: Mapping[str, str],
+               uid: int, slurm_hosts: tuple[Host, ...] | None = None, env_flags: Sequence[str] = (),
+               output_dir: Path | None = None, tag_output: bool = False, timeline: Path | None = None,
+               launcher_args: tuple[str, ...] = ()) -> LaunchPlan:
+    """A plan from the user's flags. Hosts: the user's, else the Slurm allocation's, else
+    ``localhost`` with one slot per rank."""
+    if hosts:
+        chosen, source = hosts, "user"
+    elif slurm_hosts:
+        chosen, source = slurm_hosts, "slurm"
+    else:
+        chosen, source = (Host("localhost", max(np, 1)),), "default"
+    names, values = parse_env_flags(env_flags)
+    forwarded = tuple(sorted(set(select_env_names(env)) | set(names)))
+    return LaunchPlan(np=np, hosts=chosen, command=command, hosts_from=source, env_names=forwarded,
+                      env_values=values, as_root=uid == 0, output_dir=output_dir, tag_output=tag_output,
+                      timeline=timeline, launcher_args=launcher_args)
