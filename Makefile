@@ -7,7 +7,8 @@ VENV ?= .venv
 PY := $(abspath $(VENV))/bin/python
 HVDTRAIN := $(abspath $(VENV))/bin/hvdtrain
 STAMP := $(VENV)/.hvdtrain-installed
-SYSTEM_PACKAGES := openmpi-bin libopenmpi-dev cmake g++ make slurm-client
+SYSTEM_PACKAGES := openmpi-bin libopenmpi-dev cmake g++ make slurm-client \
+  openssh-server openssh-client iproute2
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 PIP := $(PY) -m pip install -q --disable-pip-version-check
 DEMO_OUT ?= runs/demo

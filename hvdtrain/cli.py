@@ -2,21 +2,50 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import sys
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
 import hvdtrain
 from hvdtrain.errors import HvdtrainError
 from hvdtrain.hostfile import FORMATS, format_hosts, read_hostfile
-from hvdtrain.hosts import assign_ranks, check_np, parse_host_list
+from hvdtrain.hosts import Host, assign_ranks, check_np, parse_host_list
 from hvdtrain.launch.choose import build_parts, choose_launcher, render_explanation
 from hvdtrain.launch.execute import run_argv
 from hvdtrain.launch.plan import LAUNCHERS, build_plan, flatten, launch_env
+from hvdtrain.ssh import SshSettings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def host_options(func: F) -> F:
+    """-H and --hostfile, shared by every command that targets hosts."""
+    func = click.option("--hostfile", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                        help="A hostfile in any format `hvdtrain hostfile show` reads.")(func)
+    return click.option("-H", "--hosts", default=None, metavar="HOST:SLOTS,...",
+                        help="Hosts and their slots, e.g. node1:4,node2:4.")(func)
+
+
+def ssh_options(func: F) -> F:
+    """How to reach other hosts over ssh, shared by run and doctor."""
+    func = click.option("--ssh-option", "ssh_option", multiple=True, metavar="KEY=VALUE",
+                        help="Extra ssh -o option (repeatable).")(func)
+    func = click.option("--ssh-identity", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                        help="ssh private key for the hosts.")(func)
+    return click.option("--ssh-port", type=int, default=None, help="ssh port of the hosts.")(func)
+
+
+def resolve_hosts(hosts: str | None, hostfile: Path | None) -> tuple[Host, ...] | None:
+    if hosts and hostfile:
+        raise HvdtrainError("-H and --hostfile both name hosts", "give one of them")
+    return parse_host_list(hosts) if hosts else read_hostfile(hostfile) if hostfile else None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -33,18 +62,44 @@ def cli() -> None:
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@host_options
+@ssh_options
+@click.option("--timeout", type=click.IntRange(min=1), default=30, show_default=True,
+              help="Seconds to wait for each host.")
 @click.pass_context
-def doctor(ctx: click.Context, as_json: bool) -> None:
-    """Check that Horovod, torch and MPI on this machine fit together.
+def doctor(ctx: click.Context, as_json: bool, hosts: str | None, hostfile: Path | None, ssh_port: int | None,
+           ssh_identity: Path | None, ssh_option: tuple[str, ...], timeout: int) -> None:
+    """Check that Horovod, torch and MPI on this machine (and on every host) fit together.
 
-    Exits 0 when Horovod can run, 1 with one line per problem and its fix.
+    Exits 0 when Horovod can run, 1 with one line per problem and its fix. With -H or
+    --hostfile, also checks every host over ssh, in parallel, and prints a table.
+
+    \b
+    Example:
+      hvdtrain doctor
+      hvdtrain doctor --hostfile hostfiles/two-nodes --timeout 20
     """
     from hvdtrain.doctor import collect_facts, diagnose, render_json, render_text
 
+    targets = resolve_hosts(hosts, hostfile)
+    ssh = SshSettings(ssh_port, ssh_identity, ssh_option)
     facts = collect_facts()
     problems = diagnose(facts)
-    click.echo(render_json(facts, problems) if as_json else render_text(facts, problems))
-    ctx.exit(1 if problems else 0)
+    report = render_json(facts, problems)
+    if targets is None:
+        click.echo(report if as_json else render_text(facts, problems))
+        ctx.exit(1 if problems else 0)
+    from hvdtrain.preflight import render_table, run_preflight
+
+    remote = [str(Path(sys.executable).parent / "hvdtrain"), "doctor", "--json"]
+    checks = run_preflight(targets, remote, ssh, json.loads(report), timeout)
+    if as_json:
+        click.echo(json.dumps({"local": json.loads(report), "hosts": [asdict(c) for c in checks]}, indent=2))
+    else:
+        click.echo(render_table(checks))
+        for problem in problems:
+            click.echo(f"problem here: {problem}")
+    ctx.exit(0 if not problems and all(check.ok for check in checks) else 1)
 
 
 @cli.command()
@@ -92,10 +147,7 @@ def train(**options: Any) -> None:
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.option("-np", "--np", "np_", type=int, required=True, help="Number of ranks.")
-@click.option("-H", "--hosts", default=None, metavar="HOST:SLOTS,...",
-              help="Hosts and their slots [default: the Slurm allocation, else localhost:NP].")
-@click.option("--hostfile", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="A hostfile in any format `hvdtrain hostfile show` reads.")
+@host_options
 @click.option("--launcher", type=click.Choice(["auto", *LAUNCHERS]), default="auto", show_default=True,
               help="auto: srun inside a Slurm job with PMIx, else mpirun (mpiexec for MPICH).")
 @click.option("-x", "env_flags", multiple=True, metavar="NAME[=VALUE]",
@@ -106,14 +158,20 @@ def train(**options: Any) -> None:
 @click.option("--timeline", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write a Horovod timeline (chrome://tracing JSON) here.")
 @click.option("--mpi-args", default="", metavar="'ARGS'", help="Extra launcher arguments, split like a shell would.")
+@ssh_options
+@click.option("--network-interface", default=None, metavar="IFACE",
+              help="Network interface the ranks talk over (e.g. ib0).")
 @click.option("--dry-run", is_flag=True, help="Print the command and exit.")
 @click.option("--explain", is_flag=True, help="With --dry-run: say why each argument is there.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context
 def run(ctx: click.Context, np_: int, hosts: str | None, hostfile: Path | None, launcher: str,
         env_flags: tuple[str, ...], output_dir: Path | None, tag_output: bool, timeline: Path | None,
-        mpi_args: str, dry_run: bool, explain: bool, command: tuple[str, ...]) -> None:
+        mpi_args: str, ssh_port: int | None, ssh_identity: Path | None, ssh_option: tuple[str, ...],
+        network_interface: str | None, dry_run: bool, explain: bool, command: tuple[str, ...]) -> None:
     """Start NP ranks of COMMAND with mpirun, srun, horovodrun or mpiexec; exit with the job's status.
+
+    Hosts: -H or --hostfile, else the Slurm allocation, else NP slots on this machine.
 
     \b
     Example:
@@ -123,15 +181,14 @@ def run(ctx: click.Context, np_: int, hosts: str | None, hostfile: Path | None, 
     from hvdtrain.detect import detect_mpi, detect_srun_mpi_plugins
     from hvdtrain.slurm.nodelist import hosts_from_slurm
 
-    if hosts and hostfile:
-        raise HvdtrainError("-H and --hostfile both name hosts", "give one of them")
-    chosen = parse_host_list(hosts) if hosts else read_hostfile(hostfile) if hostfile else None
+    chosen = resolve_hosts(hosts, hostfile)
     env = launch_env(os.environ, sys.executable)
     in_slurm = "SLURM_JOB_NODELIST" in env
     plan = build_plan(np_, chosen, command, env, os.getuid(),
                       slurm_hosts=hosts_from_slurm(env) if in_slurm else None, env_flags=env_flags,
                       output_dir=output_dir, tag_output=tag_output, timeline=timeline,
-                      launcher_args=tuple(_split_args(mpi_args)))
+                      launcher_args=tuple(_split_args(mpi_args)),
+                      ssh=SshSettings(ssh_port, ssh_identity, ssh_option), network_interface=network_interface)
     probe_srun = launcher == "srun" or (launcher == "auto" and "SLURM_JOB_ID" in env)
     choice = choose_launcher(launcher, env, detect_srun_mpi_plugins() if probe_srun else None,
                              detect_mpi() if launcher == "auto" else None)

@@ -52,3 +52,12 @@ def check_golden(name: str, actual: str) -> None:
                                             f"golden/{name}", "actual"))
         pytest.fail(f"{name} differs from its golden file:\n{diff}\n"
                     "If the change is intended: HVDTRAIN_UPDATE_GOLDEN=1 make test, then review git diff.")
+
+
+@pytest.fixture(scope="session")
+def two_hosts(tmp_path_factory):
+    """Two ssh-reachable test hosts and one silent one (see tests/testhosts.py)."""
+    from testhosts import test_hosts
+
+    with test_hosts(tmp_path_factory.mktemp("hosts")) as hosts:
+        yield hosts

@@ -9,6 +9,7 @@ from hvdtrain.errors import HvdtrainError
 from hvdtrain.hosts import parse_host_list
 from hvdtrain.launch.choose import LauncherChoice, build_parts, choose_launcher, render_explanation
 from hvdtrain.launch.plan import build_plan, flatten, launch_env, parse_env_flags, select_env_names
+from hvdtrain.ssh import SshSettings
 
 ENV = {"PATH": "/usr/bin", "HOME": "/root", "HOROVOD_FUSION_THRESHOLD": "1", "PYTHONPATH": "/x",
        "SECRET": "no", "OMP_NUM_THREADS": "1"}
@@ -21,7 +22,9 @@ def _plans():
     simple = build_plan(2, None, ("hvdtrain", "train", "--epochs", "1"), ENV, uid=0)
     full = build_plan(4, parse_host_list("node1:2,node2:2"), ("python", "my script.py"), ENV, uid=1000,
                       env_flags=("MY_VAR", "NCCL_DEBUG=INFO"), output_dir=Path("/logs/run 1"), tag_output=True,
-                      timeline=Path("/tmp/tl.json"), launcher_args=("--mca", "btl", "^openib"))
+                      timeline=Path("/tmp/tl.json"), launcher_args=("--mca", "btl", "^openib"),
+                      ssh=SshSettings(2222, Path("/keys/id"), ("StrictHostKeyChecking=accept-new",)),
+                      network_interface="ib0")
     return simple, full
 
 

@@ -11,7 +11,14 @@ def horovodrun_parts(plan: LaunchPlan) -> list[Part]:
         Part(("horovodrun", "-np", str(plan.np)), "number of ranks"),
         Part(("-H", ",".join(str(host) for host in plan.hosts)), f"hosts:slots ({plan.hosts_from})"),
         Part(("--gloo",), "Horovod's own launcher and Gloo rendezvous (no mpirun, needed for elastic jobs)"),
+        Part(("--disable-cache",), "check hosts and interfaces on every launch; a cached check goes stale"),
     ]
+    if plan.ssh.port is not None:
+        parts.append(Part(("--ssh-port", str(plan.ssh.port)), "ssh port of the hosts"))
+    if plan.ssh.identity is not None:
+        parts.append(Part(("--ssh-identity-file", str(plan.ssh.identity)), "ssh key for the hosts"))
+    if plan.network_interface:
+        parts.append(Part(("--network-interfaces", plan.network_interface), "the network the ranks talk over"))
     if plan.output_dir:
         parts.append(Part(("--output-filename", str(plan.output_dir)), "one log directory per rank"))
     if plan.launcher_args:

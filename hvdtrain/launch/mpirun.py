@@ -21,6 +21,11 @@ def mpirun_parts(plan: LaunchPlan, mpirun: str = "mpirun") -> list[Part]:
         parts.append(Part(("--allow-run-as-root",), "you are root, and Open MPI refuses root otherwise"))
     for name, value in CPU_FRIENDLY_MCA:
         parts.append(Part(("--mca", name, value), "a waiting rank yields its core instead of busy-polling"))
+    if not plan.ssh.is_default:
+        parts.append(Part(("--mca", "plm_rsh_args", " ".join(plan.ssh.args())), "how mpirun's ssh reaches the hosts"))
+    if plan.network_interface:
+        for component in ("oob_tcp_if_include", "btl_tcp_if_include"):
+            parts.append(Part(("--mca", component, plan.network_interface), "the network the ranks talk over"))
     parts += [Part(("-x", name), "forward this variable to every rank") for name in plan.env_names]
     parts += [Part(("-x", f"{name}={value}"), "set in every rank") for name, value in plan.all_env_values]
     if plan.tag_output:

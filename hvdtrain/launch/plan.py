@@ -14,6 +14,7 @@ from pathlib import Path
 
 from hvdtrain.errors import HvdtrainError
 from hvdtrain.hosts import Host, check_np
+from hvdtrain.ssh import DEFAULT_SSH, SshSettings
 
 # Environment the ranks need; forwarded by name (with its current value) when set.
 FORWARDED_ENV = ("PATH", "LD_LIBRARY_PATH", "PYTHONPATH", "VIRTUAL_ENV", "OMP_NUM_THREADS", "HOROVOD_*")
@@ -44,6 +45,8 @@ class LaunchPlan:
     tag_output: bool = False
     timeline: Path | None = None
     launcher_args: tuple[str, ...] = ()
+    ssh: SshSettings = DEFAULT_SSH
+    network_interface: str | None = None
 
     def __post_init__(self) -> None:
         if not self.command:
@@ -103,7 +106,8 @@ def parse_env_flags(flags: Sequence[str]) -> tuple[tuple[str, ...], tuple[tuple[
 def build_plan(np: int, hosts: tuple[Host, ...] | None, command: tuple[str, ...], env: Mapping[str, str],
                uid: int, slurm_hosts: tuple[Host, ...] | None = None, env_flags: Sequence[str] = (),
                output_dir: Path | None = None, tag_output: bool = False, timeline: Path | None = None,
-               launcher_args: tuple[str, ...] = ()) -> LaunchPlan:
+               launcher_args: tuple[str, ...] = (), ssh: SshSettings = DEFAULT_SSH,
+               network_interface: str | None = None) -> LaunchPlan:
     """A plan from the user's flags. Hosts: the user's, else the Slurm allocation's, else
     ``localhost`` with one slot per rank."""
     if hosts:
@@ -116,4 +120,4 @@ def build_plan(np: int, hosts: tuple[Host, ...] | None, command: tuple[str, ...]
     forwarded = tuple(sorted(set(select_env_names(env)) | set(names)))
     return LaunchPlan(np=np, hosts=chosen, command=command, hosts_from=source, env_names=forwarded,
                       env_values=values, as_root=uid == 0, output_dir=output_dir, tag_output=tag_output,
-                      timeline=timeline, launcher_args=launcher_args)
+                      timeline=timeline, launcher_args=launcher_args, ssh=ssh, network_interface=network_interface)

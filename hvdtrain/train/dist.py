@@ -33,6 +33,8 @@ class Dist(Protocol):
     @property
     def local_size(self) -> int: ...
     @property
+    def cross_rank(self) -> int: ...
+    @property
     def cross_size(self) -> int: ...
 
     def allreduce_sum(self, values: torch.Tensor, name: str) -> torch.Tensor: ...
@@ -50,6 +52,7 @@ class LocalDist:
     size: int = 1
     local_rank: int = 0
     local_size: int = 1
+    cross_rank: int = 0
     cross_size: int = 1
 
     def allreduce_sum(self, values: torch.Tensor, name: str) -> torch.Tensor:
@@ -89,6 +92,10 @@ class HorovodDist:
     @property
     def local_size(self) -> int:
         return int(self._hvd.local_size())
+
+    @property
+    def cross_rank(self) -> int:
+        return int(self._hvd.cross_rank())
 
     @property
     def cross_size(self) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -14,6 +15,7 @@ import torch
 from torch import nn
 
 from hvdtrain.errors import HvdtrainError
+from hvdtrain.hosts import Slot
 from hvdtrain.train import checkpoint
 from hvdtrain.train.config import TrainConfig, choose_device, default_threads, usable_cores
 from hvdtrain.train.data import load_dataset
@@ -41,6 +43,12 @@ class Summary:
     samples_per_sec: float
     param_checksum: str
     rank_checksums: list[str]
+    layout: list[dict[str, Any]]  # where each rank ran, as Horovod saw it
+
+
+def my_slot(dist: Dist) -> Slot:
+    return Slot(rank=dist.rank, local_rank=dist.local_rank, local_size=dist.local_size,
+                cross_rank=dist.cross_rank, cross_size=dist.cross_size, host=socket.gethostname())
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -122,7 +130,8 @@ def run_worker(cfg: TrainConfig, env: Mapping[str, str]) -> Summary:
     mine = param_checksum(model)
     summary = Summary(world_size=dist.size, epochs=cfg.epochs, final_val_loss=val_loss,
                       final_val_acc=val_acc, samples_per_sec=total.per_sec, param_checksum=mine,
-                      rank_checksums=dist.allgather_object(mine))  # Horovod: every replica's hash
+                      rank_checksums=dist.allgather_object(mine),  # Horovod: every replica's hash
+                      layout=dist.allgather_object(asdict(my_slot(dist))))
     if is_root:
         report_summary(summary, model, cfg)
     return summary

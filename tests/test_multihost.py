@@ -1,0 +1,51 @@
+"""Real launches across hosts: Open MPI's and Horovod's ssh launchers reach two test hosts
+(network namespaces with their own sshd), and the preflight checks them first."""
+
+import json
+
+import pytest
+from conftest import HVDTRAIN, hvdtrain
+
+pytestmark = pytest.mark.mpi
+
+
+def _ssh_flags(hosts):
+    flags = ["--ssh-identity", str(hosts.ssh.identity)]
+    for option in hosts.ssh.options:
+        flags += ["--ssh-option", option]
+    return flags
+
+
+@pytest.mark.parametrize("launcher", ["mpirun", "horovodrun"])
+def test_training_across_two_hosts(launcher, two_hosts, tmp_path):
+    hostfile = tmp_path / "hosts"
+    hostfile.write_text("".join(f"{host} slots=1\n" for host in two_hosts.reachable))
+    out = tmp_path / "out"
+    done = hvdtrain("run", "-np", "2", "--hostfile", str(hostfile), "--launcher", launcher,
+                    "--network-interface", two_hosts.interface, *_ssh_flags(two_hosts), "--",
+                    HVDTRAIN, "train", "--model", "mlp", "--epochs", "2", "--out", str(out), timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    # Open MPI (or horovodrun) placed the ranks on two different nodes, as Horovod sees it.
+    assert sorted(slot["host"] for slot in summary["layout"]) == sorted(two_hosts.reachable)
+    assert all(slot["local_size"] == 1 and slot["cross_size"] == 2 for slot in summary["layout"])
+    assert summary["world_size"] == 2 and set(summary["rank_checksums"]) == {summary["param_checksum"]}
+
+
+def test_preflight_passes_on_matching_hosts(two_hosts):
+    done = hvdtrain("doctor", "-H", ",".join(two_hosts.reachable), *_ssh_flags(two_hosts), "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert [check["host"] for check in report["hosts"]] == list(two_hosts.reachable)
+    assert all(check["reachable"] and not check["mismatches"] and not check["problem"]
+               for check in report["hosts"])
+
+
+def test_preflight_names_the_unreachable_host(two_hosts):
+    # A hang would exceed the subprocess limit and fail the test: the per-host timeout bounds it.
+    done = hvdtrain("doctor", "-H", f"{two_hosts.reachable[0]},{two_hosts.silent}", *_ssh_flags(two_hosts),
+                    "--timeout", "10", timeout=60)
+    assert done.returncode == 1, done.stdout + done.stderr
+    rows = {line.split()[0]: line for line in done.stdout.splitlines()[1:]}
+    assert rows[two_hosts.reachable[0]].split()[1:3] == ["ok", "same"]
+    assert "FAIL" in rows[two_hosts.silent] and "ssh failed" in rows[two_hosts.silent]
