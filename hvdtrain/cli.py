@@ -161,14 +161,16 @@ def train(**options: Any) -> None:
 @ssh_options
 @click.option("--network-interface", default=None, metavar="IFACE",
               help="Network interface the ranks talk over (e.g. ib0).")
+@click.option("--oversubscribe", is_flag=True, help="Allow more ranks than slots.")
 @click.option("--dry-run", is_flag=True, help="Print the command and exit.")
-@click.option("--explain", is_flag=True, help="With --dry-run: say why each argument is there.")
+@click.option("--explain", is_flag=True, help="Say which launcher and why each argument is there.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context
 def run(ctx: click.Context, np_: int, hosts: str | None, hostfile: Path | None, launcher: str,
         env_flags: tuple[str, ...], output_dir: Path | None, tag_output: bool, timeline: Path | None,
         mpi_args: str, ssh_port: int | None, ssh_identity: Path | None, ssh_option: tuple[str, ...],
-        network_interface: str | None, dry_run: bool, explain: bool, command: tuple[str, ...]) -> None:
+        network_interface: str | None, oversubscribe: bool, dry_run: bool, explain: bool,
+        command: tuple[str, ...]) -> None:
     """Start NP ranks of COMMAND with mpirun, srun, horovodrun or mpiexec; exit with the job's status.
 
     Hosts: -H or --hostfile, else the Slurm allocation, else NP slots on this machine.
@@ -188,7 +190,8 @@ def run(ctx: click.Context, np_: int, hosts: str | None, hostfile: Path | None, 
                       slurm_hosts=hosts_from_slurm(env) if in_slurm else None, env_flags=env_flags,
                       output_dir=output_dir, tag_output=tag_output, timeline=timeline,
                       launcher_args=tuple(_split_args(mpi_args)),
-                      ssh=SshSettings(ssh_port, ssh_identity, ssh_option), network_interface=network_interface)
+                      ssh=SshSettings(ssh_port, ssh_identity, ssh_option), network_interface=network_interface,
+                      oversubscribe=oversubscribe)
     probe_srun = launcher == "srun" or (launcher == "auto" and "SLURM_JOB_ID" in env)
     choice = choose_launcher(launcher, env, detect_srun_mpi_plugins() if probe_srun else None,
                              detect_mpi() if launcher == "auto" else None)
@@ -196,6 +199,8 @@ def run(ctx: click.Context, np_: int, hosts: str | None, hostfile: Path | None, 
     if dry_run:
         click.echo(render_explanation(parts, choice) if explain else shlex.join(flatten(parts)))
         return
+    if explain:
+        click.echo(render_explanation(parts, choice), err=True)
     ctx.exit(run_argv(flatten(parts), env))
 
 

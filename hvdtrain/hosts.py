@@ -86,7 +86,7 @@ def check_np(np: int, hosts: Sequence[Host], oversubscribe: bool = False) -> Non
     if np > slots and not oversubscribe:
         listed = ",".join(str(host) for host in hosts)
         raise HvdtrainError(f"-np {np} is more than the {slots} slots of {listed}",
-                            f"lower -np to {slots} or add slots with -H host:slots")
+                            f"lower -np to {slots}, add slots, or pass --oversubscribe")
 
 
 @dataclass(frozen=True)

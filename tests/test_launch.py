@@ -91,6 +91,12 @@ def test_launch_env_puts_this_install_first(path, expected):
     assert env == {"PATH": expected, "HOME": "/root"}
 
 
+def test_oversubscribe_lets_np_exceed_the_slots():
+    plan = build_plan(4, parse_host_list("a:1"), ("true",), ENV, uid=1000, oversubscribe=True)
+    assert "--oversubscribe" in flatten(build_parts(plan, LauncherChoice("mpirun", "test")))
+    assert "--overcommit" in flatten(build_parts(plan, LauncherChoice("srun", "test", "pmix")))
+
+
 def test_plan_needs_a_command():
     with pytest.raises(HvdtrainError, match="no command"):
         build_plan(2, None, (), ENV, uid=0)

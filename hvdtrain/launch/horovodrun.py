@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from hvdtrain.errors import HvdtrainError
 from hvdtrain.launch.plan import LaunchPlan, Part, env_prefix
 
 
 def horovodrun_parts(plan: LaunchPlan) -> list[Part]:
+    if plan.oversubscribe:
+        raise HvdtrainError("horovodrun cannot run more ranks than slots",
+                            "add slots with -H host:slots, or use --launcher mpirun --oversubscribe")
     parts = [
         *env_prefix(plan, "horovodrun"),
         Part(("horovodrun", "-np", str(plan.np)), "number of ranks"),

@@ -17,6 +17,8 @@ def mpirun_parts(plan: LaunchPlan, mpirun: str = "mpirun") -> list[Part]:
         Part(("--bind-to", "none"), "let each rank's torch threads run on any core"),
         Part(("--map-by", "slot"), "fill each host's slots in order, so neighbouring ranks share a node"),
     ]
+    if plan.oversubscribe:
+        parts.append(Part(("--oversubscribe",), "more ranks than slots, as you asked"))
     if plan.as_root:
         parts.append(Part(("--allow-run-as-root",), "you are root, and Open MPI refuses root otherwise"))
     for name, value in CPU_FRIENDLY_MCA:

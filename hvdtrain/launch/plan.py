@@ -47,11 +47,12 @@ class LaunchPlan:
     launcher_args: tuple[str, ...] = ()
     ssh: SshSettings = DEFAULT_SSH
     network_interface: str | None = None
+    oversubscribe: bool = False
 
     def __post_init__(self) -> None:
         if not self.command:
             raise HvdtrainError("no command to launch", "put it after --, e.g. hvdtrain run -np 2 -- hvdtrain train")
-        check_np(self.np, self.hosts)
+        check_np(self.np, self.hosts, self.oversubscribe)
 
     @property
     def all_env_values(self) -> tuple[tuple[str, str], ...]:
@@ -107,7 +108,7 @@ def build_plan(np: int, hosts: tuple[Host, ...] | None, command: tuple[str, ...]
                uid: int, slurm_hosts: tuple[Host, ...] | None = None, env_flags: Sequence[str] = (),
                output_dir: Path | None = None, tag_output: bool = False, timeline: Path | None = None,
                launcher_args: tuple[str, ...] = (), ssh: SshSettings = DEFAULT_SSH,
-               network_interface: str | None = None) -> LaunchPlan:
+               network_interface: str | None = None, oversubscribe: bool = False) -> LaunchPlan:
     """A plan from the user's flags. Hosts: the user's, else the Slurm allocation's, else
     ``localhost`` with one slot per rank."""
     if hosts:
@@ -120,4 +121,5 @@ def build_plan(np: int, hosts: tuple[Host, ...] | None, command: tuple[str, ...]
     forwarded = tuple(sorted(set(select_env_names(env)) | set(names)))
     return LaunchPlan(np=np, hosts=chosen, command=command, hosts_from=source, env_names=forwarded,
                       env_values=values, as_root=uid == 0, output_dir=output_dir, tag_output=tag_output,
-                      timeline=timeline, launcher_args=launcher_args, ssh=ssh, network_interface=network_interface)
+                      timeline=timeline, launcher_args=launcher_args, ssh=ssh, network_interface=network_interface,
+                      oversubscribe=oversubscribe)

@@ -13,6 +13,8 @@ def srun_parts(plan: LaunchPlan, mpi_plugin: str) -> list[Part]:
         Part(("--cpu-bind=none",), "let each rank's torch threads run on any allocated core"),
         Part(("--export=ALL",), "ranks inherit this environment"),
     ]
+    if plan.oversubscribe:
+        parts.append(Part(("--overcommit",), "more ranks than allocated CPUs, as you asked"))
     if plan.hosts_from == "user":
         nodes = ",".join(host.name for host in plan.hosts)
         parts.append(Part((f"--nodelist={nodes}", f"--nodes={len(plan.hosts)}"), "the hosts you named"))
