@@ -41,7 +41,7 @@ demo: install
 	  --batch-size 32 --lr 0.05 --warmup-epochs 1 --out $(DEMO_OUT)
 
 lint: install
-	$(abspath $(VENV))/bin/ruff check hvdtrain tests
+	$(abspath $(VENV))/bin/ruff check hvdtrain tests examples
 	$(abspath $(VENV))/bin/mypy hvdtrain
 
 test: install lint

@@ -21,6 +21,7 @@ from hvdtrain.launch.choose import build_parts, choose_launcher, render_explanat
 from hvdtrain.launch.execute import run_argv
 from hvdtrain.launch.plan import LAUNCHERS, build_plan, flatten, launch_env
 from hvdtrain.ssh import SshSettings
+from hvdtrain.train.command import train
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -100,49 +101,6 @@ def doctor(ctx: click.Context, as_json: bool, hosts: str | None, hostfile: Path 
         for problem in problems:
             click.echo(f"problem here: {problem}")
     ctx.exit(0 if not problems and all(check.ok for check in checks) else 1)
-
-
-@cli.command()
-@click.option("--model", default="cnn", show_default=True, help="Built-in model: mlp or cnn.")
-@click.option("--dataset", default="digits", show_default=True, help="Built-in dataset: digits or synthetic.")
-@click.option("--epochs", type=int, default=10, show_default=True)
-@click.option("--batch-size", type=int, default=32, show_default=True, help="Samples per rank per step.")
-@click.option("--lr", type=float, default=0.05, show_default=True, help="Learning rate for one rank.")
-@click.option("--no-lr-scaling", is_flag=True, help="Do not multiply the LR by the number of ranks.")
-@click.option("--warmup-epochs", type=float, default=0.0, show_default=True,
-              help="Ramp the LR linearly from the one-rank LR to the scaled LR over these epochs.")
-@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="sgd", show_default=True)
-@click.option("--momentum", type=float, default=0.9, show_default=True, help="SGD momentum.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--shuffle/--no-shuffle", default=True, show_default=True)
-@click.option("--threads-per-rank", type=int, default=None,
-              help="torch threads per rank [default: usable cores / ranks on this node].")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Directory for metrics.jsonl, summary.json and model.pt (written by rank 0).")
-@click.option("--checkpoint-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Write a checkpoint here after every epoch (rank 0, atomically).")
-@click.option("--resume", is_flag=False, flag_value="", default=None, metavar="[DIR]",
-              help="Continue from the newest checkpoint in DIR (default: --checkpoint-dir).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-def train(**options: Any) -> None:
-    """Train on every rank of the job that started this process (or alone).
-
-    \b
-    Example (2 ranks on this machine):
-      hvdtrain run -np 2 -- hvdtrain train --model cnn --epochs 10 --out runs/demo
-    """
-    from hvdtrain.train.config import TrainConfig
-    from hvdtrain.train.worker import run_worker
-
-    resume = options.pop("resume")
-    checkpoint_dir = options.pop("checkpoint_dir")
-    if resume == "" and checkpoint_dir is None:
-        raise HvdtrainError("--resume needs to know where the checkpoints are",
-                            "add --checkpoint-dir DIR, or give --resume DIR")
-    resume_from = Path(resume) if resume else checkpoint_dir if resume == "" else None
-    cfg = TrainConfig(lr_scaling=not options.pop("no_lr_scaling"), resume_from=resume_from,
-                      checkpoint_dir=checkpoint_dir or resume_from, **options)
-    run_worker(cfg, os.environ)
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
@@ -272,6 +230,27 @@ def convert(path: Path, fmt: str, output: Path | None) -> None:
         click.echo(text, nl=False)
     else:
         output.write_text(text)
+
+
+cli.add_command(train)
+
+
+@cli.command()
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="PNG to write [default: OUT_DIR/metrics.png].")
+def plot(out_dir: Path, output: Path | None) -> None:
+    """Plot loss, accuracy and throughput per epoch from OUT_DIR/metrics.jsonl.
+
+    \b
+    Example:
+      hvdtrain plot runs/demo      # writes runs/demo/metrics.png
+    """
+    from hvdtrain.plot import plot_metrics, read_metrics
+
+    target = output or out_dir / "metrics.png"
+    plot_metrics(read_metrics(out_dir), target, title=str(out_dir))
+    click.echo(str(target))
 
 
 def main(argv: list[str] | None = None) -> None:

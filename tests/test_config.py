@@ -52,3 +52,26 @@ def test_epoch_seed_depends_on_each_input():
 def test_config_rejects_bad_values(field, value, message):
     with pytest.raises(HvdtrainError, match=message):
         TrainConfig(**{field: value})
+
+
+@pytest.mark.parametrize(("schedule", "step", "expected"), [
+    ("constant", 90, 0.2), ("cosine", 0, 0.2), ("cosine", 50, 0.1), ("cosine", 100, 0.0),
+    ("step", 49, 0.2), ("step", 50, 0.02), ("step", 75, 0.002),
+])
+def test_lr_schedules_after_warmup(schedule, step, expected):
+    cfg = TrainConfig(lr=0.1, epochs=10, lr_schedule=schedule)
+    assert lr_at(step, steps_per_epoch=10, cfg=cfg, world_size=2) == pytest.approx(expected, abs=1e-12)
+
+
+def test_adasum_does_not_scale_the_lr():
+    assert lr_at(0, 10, TrainConfig(lr=0.1, op="adasum"), 4) == pytest.approx(0.1)
+
+
+def test_normalize_config_keys():
+    from hvdtrain.train.command import normalize_config
+
+    known = {"batch_size", "epochs", "no_lr_scaling"}
+    assert normalize_config({"batch-size": 8, "epochs": 2, "no_lr_scaling": True}, known, "f") == {
+        "batch_size": 8, "epochs": 2, "no_lr_scaling": True}
+    with pytest.raises(HvdtrainError, match="did you mean 'epochs'"):
+        normalize_config({"epoch": 3}, known, "f")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,10 @@ from hvdtrain.errors import HvdtrainError
 
 OPTIMIZERS = ("sgd", "adam")
 DEVICES = ("auto", "cpu", "cuda")
+COMPRESSIONS = ("none", "fp16")
+OPS = ("average", "adasum")
+AMPS = ("none", "bf16", "fp16")
+LR_SCHEDULES = ("constant", "cosine", "step")
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,14 @@ class TrainConfig:
     checkpoint_dir: Path | None = None
     resume_from: Path | None = None
     device: str = "auto"
+    label_column: str = "label"
+    accumulate: int = 1
+    compression: str = "none"
+    op: str = "average"
+    clip_grad_norm: float | None = None
+    amp: str = "none"
+    lr_schedule: str = "constant"
+    eval_every: int = 1
 
     def __post_init__(self) -> None:
         _positive("--epochs", self.epochs)
@@ -44,8 +57,16 @@ class TrainConfig:
             raise HvdtrainError(f"--momentum {self.momentum} is outside [0, 1)", "use e.g. --momentum 0.9")
         if self.threads_per_rank is not None:
             _positive("--threads-per-rank", self.threads_per_rank)
+        _positive("--accumulate", self.accumulate)
+        _positive("--eval-every", self.eval_every)
+        if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
+            raise HvdtrainError(f"--clip-grad-norm {self.clip_grad_norm} must be greater than 0", "e.g. 1.0")
         _choice("--optimizer", self.optimizer, OPTIMIZERS)
         _choice("--device", self.device, DEVICES)
+        _choice("--compression", self.compression, COMPRESSIONS)
+        _choice("--op", self.op, OPS)
+        _choice("--amp", self.amp, AMPS)
+        _choice("--lr-schedule", self.lr_schedule, LR_SCHEDULES)
 
 
 def _positive(flag: str, value: int) -> None:
@@ -64,12 +85,20 @@ def scaled_lr(base_lr: float, world_size: int, scaling: bool) -> float:
 
 
 def lr_at(step: int, steps_per_epoch: int, cfg: TrainConfig, world_size: int) -> float:
-    """LR for a global step: linear warmup from the one-rank LR to the scaled LR, then constant."""
-    target = scaled_lr(cfg.lr, world_size, cfg.lr_scaling)
+    """LR for an optimizer step: linear warmup from the one-rank LR to the scaled LR, then the
+    schedule: constant, cosine decay to 0, or step (x0.1 at 1/2 and again at 3/4 of training).
+    Adasum combines gradients without averaging them, so its LR is not scaled."""
+    target = scaled_lr(cfg.lr, world_size, cfg.lr_scaling and cfg.op != "adasum")
     warmup_steps = cfg.warmup_epochs * steps_per_epoch
-    if warmup_steps <= 0 or step >= warmup_steps:
-        return target
-    return cfg.lr + (target - cfg.lr) * step / warmup_steps
+    if step < warmup_steps:
+        return cfg.lr + (target - cfg.lr) * step / warmup_steps
+    total = cfg.epochs * steps_per_epoch
+    progress = (step - warmup_steps) / max(total - warmup_steps, 1)
+    if cfg.lr_schedule == "cosine":
+        return target * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    if cfg.lr_schedule == "step":
+        return target * 0.1 ** sum(step >= total * milestone for milestone in (0.5, 0.75))
+    return target
 
 
 def default_threads(usable_cores: int, local_size: int) -> int:
@@ -82,13 +111,14 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0))
 
 
-def choose_device(requested: str, cuda_available: bool, local_rank: int) -> str:
+def choose_device(requested: str, cuda_available: bool, local_rank: int, amp: str = "none") -> str:
     """``cuda:<local_rank>`` when CUDA is asked for (or auto and present), else ``cpu``."""
     if requested == "cuda" and not cuda_available:
         raise HvdtrainError("--device cuda but torch sees no CUDA device", "use --device cpu or auto")
-    if requested == "cuda" or (requested == "auto" and cuda_available):
-        return f"cuda:{local_rank}"
-    return "cpu"
+    device = f"cuda:{local_rank}" if requested == "cuda" or (requested == "auto" and cuda_available) else "cpu"
+    if amp == "fp16" and device == "cpu":
+        raise HvdtrainError("--amp fp16 needs a CUDA device", "use --amp bf16 on CPU")
+    return device
 
 
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:

@@ -7,6 +7,7 @@ without MPI. Distributed lines are marked ``# Horovod:``.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import ModuleType
@@ -16,6 +17,15 @@ import torch
 from torch import nn
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ReduceOptions:
+    """How gradients are combined: ``--compression``, ``--op`` and ``--accumulate``."""
+
+    compression: str = "none"  # "fp16": halve the bytes on the wire
+    op: str = "average"  # or "adasum"
+    backward_passes_per_step: int = 1
 
 # Variables that a launcher (mpirun, srun --mpi=pmix, horovodrun) sets in every rank.
 LAUNCHER_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "HOROVOD_RANK")
@@ -41,7 +51,10 @@ class Dist(Protocol):
     def allgather_object(self, obj: T) -> list[T]: ...
     def broadcast_object(self, obj: T) -> T: ...
     def broadcast_state(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None: ...
-    def wrap_optimizer(self, optimizer: torch.optim.Optimizer, model: nn.Module) -> torch.optim.Optimizer: ...
+    def wrap_optimizer(self, optimizer: torch.optim.Optimizer, model: nn.Module,
+                       options: ReduceOptions) -> torch.optim.Optimizer: ...
+    def synchronize(self, optimizer: torch.optim.Optimizer) -> None: ...
+    def skip_synchronize(self, optimizer: torch.optim.Optimizer) -> contextlib.AbstractContextManager[None]: ...
 
 
 @dataclass(frozen=True)
@@ -67,8 +80,15 @@ class LocalDist:
     def broadcast_state(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         return None
 
-    def wrap_optimizer(self, optimizer: torch.optim.Optimizer, model: nn.Module) -> torch.optim.Optimizer:
+    def wrap_optimizer(self, optimizer: torch.optim.Optimizer, model: nn.Module,
+                       options: ReduceOptions) -> torch.optim.Optimizer:
         return optimizer
+
+    def synchronize(self, optimizer: torch.optim.Optimizer) -> None:
+        return None
+
+    def skip_synchronize(self, optimizer: torch.optim.Optimizer) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
 
 
 class HorovodDist:
@@ -116,10 +136,23 @@ class HorovodDist:
         self._hvd.broadcast_parameters(model.state_dict(), root_rank=0)
         self._hvd.broadcast_optimizer_state(optimizer, root_rank=0)
 
-    def wrap_optimizer(self, optimizer: torch.optim.Optimizer, model: nn.Module) -> torch.optim.Optimizer:
-        # Horovod: gradients are ring-all-reduced (averaged) before each step.
-        wrapped: Any = self._hvd.DistributedOptimizer(optimizer, named_parameters=model.named_parameters())
+    def wrap_optimizer(self, optimizer: torch.optim.Optimizer, model: nn.Module,
+                       options: ReduceOptions) -> torch.optim.Optimizer:
+        # Horovod: gradients are ring-all-reduced (averaged) before each step; with
+        # backward_passes_per_step=K, only after every K-th backward pass.
+        hvd = self._hvd
+        wrapped: Any = hvd.DistributedOptimizer(
+            optimizer, named_parameters=model.named_parameters(),
+            compression=hvd.Compression.fp16 if options.compression == "fp16" else hvd.Compression.none,
+            op=hvd.Adasum if options.op == "adasum" else hvd.Average,
+            backward_passes_per_step=options.backward_passes_per_step)
         return wrapped  # type: ignore[no-any-return]
+
+    def synchronize(self, optimizer: torch.optim.Optimizer) -> None:
+        optimizer.synchronize()  # type: ignore[attr-defined]  # Horovod: finish the all-reduce now
+
+    def skip_synchronize(self, optimizer: torch.optim.Optimizer) -> contextlib.AbstractContextManager[None]:
+        return optimizer.skip_synchronize()  # type: ignore[attr-defined,no-any-return]  # Horovod
 
 
 def launched_by_launcher(env: Mapping[str, str]) -> bool:

@@ -4,33 +4,51 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import click
 import torch
 from torch import nn
-from torch.nn import functional as F
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from hvdtrain.train.config import TrainConfig, epoch_seed, lr_at
-from hvdtrain.train.data import Samples, val_shard
+from hvdtrain.train.data import DataSplit, Samples, val_shard
 from hvdtrain.train.dist import Dist
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 @dataclass(frozen=True)
+class Runtime:
+    """What every step needs besides the model and optimizer."""
+
+    cfg: TrainConfig
+    dist: Dist
+    device: str
+    data: DataSplit
+    scaler: Any = None  # torch.amp.GradScaler with --amp fp16
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.cfg.amp == "none":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.cfg.amp == "bf16" else torch.float16
+        return torch.autocast(device_type=self.device.split(":")[0], dtype=dtype)
+
+
+@dataclass(frozen=True)
 class EpochMetrics:
-    """One line of ``metrics.jsonl``."""
+    """One line of ``metrics.jsonl``; validation fields are None on epochs not evaluated."""
 
     epoch: int
     train_loss: float
-    val_loss: float
-    val_acc: float
+    val_loss: float | None
+    val_acc: float | None
     lr: float
     samples_per_sec: float
     world_size: int
@@ -67,55 +85,91 @@ def build_val_loader(val: Samples, dist: Dist, batch_size: int) -> DataLoader[Ba
     return DataLoader(val_shard(val, dist.rank, dist.size), batch_size=batch_size)
 
 
-def _batches(loader: DataLoader[Batch], label: str, show_progress: bool) -> contextlib.AbstractContextManager[
-        Iterable[Batch]]:
+def steps_per_epoch(loader: DataLoader[Batch], accumulate: int) -> int:
+    """Optimizer steps per epoch: micro-batches that do not fill a whole accumulation are skipped,
+    so Horovod's count of backward passes starts every epoch at zero."""
+    return len(loader) // accumulate
+
+
+def _batches(loader: DataLoader[Batch], count: int, label: str, show_progress: bool
+             ) -> contextlib.AbstractContextManager[Iterable[Batch]]:
+    batches = itertools.islice(loader, count)
     if show_progress:
-        return click.progressbar(loader, label=label, file=sys.stdout)  # type: ignore[return-value]
-    return contextlib.nullcontext(loader)
+        return click.progressbar(batches, length=count, label=label, file=sys.stdout)  # type: ignore[return-value]
+    return contextlib.nullcontext(batches)
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, model: nn.Module, rt: Runtime) -> None:
+    """Step; with clipping or fp16 loss scaling, first finish the all-reduce so the averaged
+    gradients are the ones clipped and unscaled, then step without reducing them again."""
+    clip = rt.cfg.clip_grad_norm
+    if rt.scaler is None and clip is None:
+        optimizer.step()  # Horovod: all-reduces the gradients first
+        return
+    rt.dist.synchronize(optimizer)
+    if rt.scaler is not None:
+        rt.scaler.unscale_(optimizer)
+    if clip is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), clip)
+    with rt.dist.skip_synchronize(optimizer):
+        if rt.scaler is not None:
+            rt.scaler.step(optimizer)
+            rt.scaler.update()
+        else:
+            optimizer.step()
 
 
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader[Batch],
-                lr_for_step: Callable[[int], float], device: str, show_progress: bool,
+                lr_for_step: Callable[[int], float], rt: Runtime, show_progress: bool,
                 label: str) -> tuple[float, int, float]:
     """One pass over this rank's shard; returns (sum of sample losses, samples, last LR)."""
     model.train()
+    accumulate = rt.cfg.accumulate
     loss_sum, samples, lr = 0.0, 0, 0.0
-    with _batches(loader, label, show_progress) as batches:
-        for step, (x, y) in enumerate(batches):
-            lr = lr_for_step(step)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            x, y = x.to(device), y.to(device)
-            optimizer.zero_grad()
-            loss = F.cross_entropy(model(x), y)
-            loss.backward()  # type: ignore[no-untyped-call]
-            optimizer.step()  # Horovod: all-reduces the gradients first
+    optimizer.zero_grad()
+    count = steps_per_epoch(loader, accumulate) * accumulate
+    with _batches(loader, count, label, show_progress) as batches:
+        for index, (x, y) in enumerate(batches):
+            x, y = x.to(rt.device), y.to(rt.device)
+            with rt.autocast():
+                loss = rt.data.loss(model(x), y)
+            scaled = loss / accumulate
+            (rt.scaler.scale(scaled) if rt.scaler is not None else scaled).backward()
+            if (index + 1) % accumulate == 0:
+                lr = lr_for_step(index // accumulate)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                optimizer_step(optimizer, model, rt)
+                optimizer.zero_grad()
             loss_sum += loss.item() * len(y)
             samples += len(y)
     return loss_sum, samples, lr
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader[Batch], dist: Dist, device: str) -> tuple[float, float]:
-    """Validation loss and accuracy over the whole set, exactly: sums across ranks, then divide."""
+def evaluate(model: nn.Module, loader: DataLoader[Batch], rt: Runtime) -> tuple[float, float]:
+    """Validation loss and metric over the whole set, exactly: sums across ranks, then divide."""
     model.eval()
     totals = torch.zeros(3, dtype=torch.float64)
     for x, y in loader:
-        logits = model(x.to(device))
-        y = y.to(device)
-        totals[0] += F.cross_entropy(logits, y, reduction="sum").item()
-        totals[1] += (logits.argmax(dim=1) == y).sum().item()
+        x, y = x.to(rt.device), y.to(rt.device)
+        with rt.autocast():
+            outputs = model(x)
+        outputs = outputs.float()
+        totals[0] += rt.data.loss(outputs, y).item() * len(y)
+        totals[1] += rt.data.metric(outputs, y).sum().item()
         totals[2] += len(y)
-    loss_sum, correct, count = dist.allreduce_sum(totals, name="val_totals").tolist()
-    return loss_sum / count, correct / count
+    loss_sum, score, count = rt.dist.allreduce_sum(totals, name="val_totals").tolist()
+    return loss_sum / count, score / count
 
 
 def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: DataLoader[Batch],
-        val_loader: DataLoader[Batch], dist: Dist, cfg: TrainConfig, device: str,
-        start_epoch: int, show_progress: bool) -> Iterator[tuple[EpochMetrics, Throughput]]:
+        val_loader: DataLoader[Batch], rt: Runtime, start_epoch: int,
+        show_progress: bool) -> Iterator[tuple[EpochMetrics, Throughput]]:
     """Train epochs ``start_epoch+1 .. cfg.epochs``, yielding each epoch's metrics when it ends."""
+    cfg, dist = rt.cfg, rt.dist
     started = time.perf_counter()
-    steps_per_epoch = len(train_loader)
+    steps = steps_per_epoch(train_loader, cfg.accumulate)
     for epoch in range(start_epoch, cfg.epochs):
         # Same sample order and randomness for epoch e whether or not the run was resumed.
         sampler = train_loader.sampler
@@ -123,19 +177,21 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: DataLo
         sampler.set_epoch(epoch)
         torch.manual_seed(epoch_seed(cfg.seed, epoch, dist.rank))
 
-        def lr_for_step(step: int, first: int = epoch * steps_per_epoch) -> float:
-            return lr_at(first + step, steps_per_epoch, cfg, dist.size)
+        def lr_for_step(step: int, first: int = epoch * steps) -> float:
+            return lr_at(first + step, steps, cfg, dist.size)
 
         tic = time.perf_counter()
-        loss_sum, samples, lr = train_epoch(model, optimizer, train_loader, lr_for_step, device,
-                                            show_progress, f"epoch {epoch + 1}/{cfg.epochs}")
+        loss_sum, samples, lr = train_epoch(model, optimizer, train_loader, lr_for_step, rt, show_progress,
+                                            f"epoch {epoch + 1}/{cfg.epochs}")
         seconds = time.perf_counter() - tic
 
         # Horovod: one all-reduce turns per-rank sums into global training metrics.
         totals = dist.allreduce_sum(torch.tensor([loss_sum, float(samples)], dtype=torch.float64),
                                     name="train_totals")
         global_loss, global_samples = totals.tolist()
-        val_loss, val_acc = evaluate(model, val_loader, dist, device)
+        last = epoch + 1 == cfg.epochs
+        val_loss, val_acc = evaluate(model, val_loader, rt) if last or (epoch + 1) % cfg.eval_every == 0 \
+            else (None, None)
         speed = Throughput(int(global_samples), seconds)
         yield EpochMetrics(epoch=epoch + 1, train_loss=global_loss / max(global_samples, 1.0),
                            val_loss=val_loss, val_acc=val_acc, lr=lr, samples_per_sec=speed.per_sec,

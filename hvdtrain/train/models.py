@@ -7,6 +7,7 @@ from collections.abc import Callable
 from torch import nn
 
 from hvdtrain.errors import HvdtrainError
+from hvdtrain.train.specs import call_with_known, is_spec, load_callable
 
 ModelFactory = Callable[[tuple[int, ...], int], nn.Module]
 
@@ -36,9 +37,19 @@ MODELS: dict[str, ModelFactory] = {"mlp": mlp, "cnn": cnn}
 
 
 def build_model(name: str, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """A built-in model by name, or ``module:function`` called with whichever of ``input_shape``
+    and ``num_classes`` it accepts."""
+    if is_spec(name):
+        model = call_with_known(load_callable(name, "--model"), name, "--model", input_shape=input_shape,
+                                num_classes=num_classes)
+        if not isinstance(model, nn.Module):
+            raise HvdtrainError(f"--model {name} returned {type(model).__name__}, not a torch.nn.Module",
+                                "return the model instance, e.g. return MyNet()")
+        return model
     factory = MODELS.get(name)
     if factory is None:
-        raise HvdtrainError(f"unknown model {name!r}", f"use --model {' or '.join(sorted(MODELS))}")
+        raise HvdtrainError(f"unknown model {name!r}",
+                            f"use --model {' or '.join(sorted(MODELS))}, or module:function for your own")
     if name == "cnn" and len(input_shape) != 3:
         raise HvdtrainError(f"model cnn needs images (channels, height, width), got shape {input_shape}",
                             "use --model mlp for flat features")

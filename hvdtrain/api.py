@@ -1,0 +1,90 @@
+"""A small Python API for people who keep their own training script.
+
+    import hvdtrain
+    ctx = hvdtrain.setup()                                   # init, threads, device
+    loader = hvdtrain.shard(train_set, batch_size=32)        # this rank's shard
+    optimizer = hvdtrain.wrap_optimizer(optimizer, model)    # all-reduce + broadcast from rank 0
+    if hvdtrain.is_root(): print(...)                        # log and save on rank 0 only
+
+Under ``hvdtrain run`` (or mpirun, srun, horovodrun) this is Horovod; alone it is one process.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
+
+from hvdtrain.errors import HvdtrainError
+from hvdtrain.train.config import choose_device, default_threads, usable_cores
+from hvdtrain.train.dist import Dist, ReduceOptions, init_dist
+
+
+@dataclass(frozen=True)
+class Context:
+    """This process's place in the job."""
+
+    rank: int
+    size: int
+    local_rank: int
+    device: torch.device
+    dist: Dist
+
+
+_context: list[Context] = []  # set once by setup(), like hvd.init()
+
+
+def setup(device: str = "auto", threads: int | None = None) -> Context:
+    """Join the job (Horovod when a launcher started us), set torch threads, pick the device."""
+    if _context:
+        return _context[0]
+    dist = init_dist(os.environ)
+    torch.set_num_threads(threads or default_threads(usable_cores(), dist.local_size))
+    chosen = torch.device(choose_device(device, torch.cuda.is_available(), dist.local_rank))
+    if chosen.type == "cuda":
+        torch.cuda.set_device(chosen)
+    _context.append(Context(dist.rank, dist.size, dist.local_rank, chosen, dist))
+    return _context[0]
+
+
+def _current() -> Context:
+    if not _context:
+        raise HvdtrainError("hvdtrain.setup() has not been called", "call hvdtrain.setup() first")
+    return _context[0]
+
+
+def is_root() -> bool:
+    """True on rank 0: the one rank that logs and saves."""
+    return _current().rank == 0
+
+
+def shard(dataset: Dataset[Any], batch_size: int, shuffle: bool = True, seed: int = 0,
+          **loader_args: Any) -> DataLoader[Any]:
+    """A DataLoader over this rank's shard; call ``loader.sampler.set_epoch(epoch)`` each epoch.
+    The last partial batch is dropped so every rank takes the same number of equal steps."""
+    ctx = _current()
+    sampler: DistributedSampler[Any] = DistributedSampler(dataset, num_replicas=ctx.size, rank=ctx.rank,
+                                                          shuffle=shuffle, seed=seed)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True, **loader_args)
+
+
+def wrap_optimizer(optimizer: torch.optim.Optimizer, model: nn.Module, compression: str = "none",
+                   op: str = "average", accumulate: int = 1) -> torch.optim.Optimizer:
+    """Average gradients across ranks at each step, and start every rank from rank 0's model
+    and optimizer state."""
+    ctx = _current()
+    wrapped = ctx.dist.wrap_optimizer(optimizer, model, ReduceOptions(compression, op, accumulate))
+    ctx.dist.broadcast_state(model, wrapped)
+    return wrapped
+
+
+def average(value: float) -> float:
+    """The mean of a number over all ranks (for logging a metric)."""
+    ctx = _current()
+    total = ctx.dist.allreduce_sum(torch.tensor([value], dtype=torch.float64), name="hvdtrain.average")
+    return float(total.item()) / ctx.size

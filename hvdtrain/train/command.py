@@ -1,0 +1,137 @@
+"""``hvdtrain train``: options, an optional YAML config file, and the effective configuration."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from hvdtrain.errors import HvdtrainError
+from hvdtrain.train.config import AMPS, COMPRESSIONS, DEVICES, LR_SCHEDULES, OPS, OPTIMIZERS, TrainConfig
+
+NOT_CONFIG = ("config", "print_config")  # options that are about the config, not in it
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise HvdtrainError(f"--config {path}: cannot read ({exc.strerror})", "check the path") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise HvdtrainError(f"--config {where}: not valid YAML ({getattr(exc, 'problem', exc)})",
+                            "write one 'option: value' per line") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise HvdtrainError(f"--config {path}: expected 'option: value' lines, got a {type(data).__name__}",
+                            "write e.g. 'epochs: 10'")
+    return data
+
+
+def normalize_config(data: Mapping[str, Any], known: set[str], source: str) -> dict[str, Any]:
+    """Config keys (``batch-size`` or ``batch_size``) -> option names; unknown keys get a hint."""
+    result = {}
+    for key, value in data.items():
+        name = str(key).replace("-", "_")
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f"did you mean '{close[0].replace('_', '-')}'?" if close else "see hvdtrain train --help"
+            raise HvdtrainError(f"{source}: unknown option {key!r}", hint)
+        result[name] = value
+    return result
+
+
+def _apply_config(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """Eager: the file's values become defaults, so options on the command line override them."""
+    if value is not None:
+        known = {p.name for p in ctx.command.params if p.name and p.name not in NOT_CONFIG}
+        ctx.default_map = normalize_config(read_config_file(value), known, f"--config {value}")
+    return value
+
+
+def build_config(options: dict[str, Any]) -> TrainConfig:
+    """The click options of ``hvdtrain train`` -> a validated ``TrainConfig``."""
+    options = {key: value for key, value in options.items() if key not in NOT_CONFIG}
+    resume = options.pop("resume")
+    checkpoint_dir = options.pop("checkpoint_dir")
+    if resume == "" and checkpoint_dir is None:
+        raise HvdtrainError("--resume needs to know where the checkpoints are",
+                            "add --checkpoint-dir DIR, or give --resume DIR")
+    resume_from = Path(resume) if resume else checkpoint_dir if resume == "" else None
+    return TrainConfig(lr_scaling=not options.pop("no_lr_scaling"), resume_from=resume_from,
+                       checkpoint_dir=checkpoint_dir or resume_from, **options)
+
+
+def render_effective(options: Mapping[str, Any], order: list[str]) -> str:
+    """The options, in ``order``, as a YAML config that ``--config`` reads back."""
+    plain = {key.replace("_", "-"): str(options[key]) if isinstance(options[key], Path) else options[key]
+             for key in order if key in options and key not in NOT_CONFIG}
+    return str(yaml.safe_dump(plain, sort_keys=False))
+
+
+PATH = click.Path(file_okay=False, path_type=Path)
+
+
+@click.command()
+@click.option("--config", type=click.Path(dir_okay=False, exists=True, path_type=Path), is_eager=True,
+              expose_value=True, callback=_apply_config, help="YAML file of options; the command line overrides it.")
+@click.option("--print-config", is_flag=True, help="Print the effective options as YAML and exit.")
+@click.option("--model", default="cnn", show_default=True, help="mlp, cnn, or module:function of your own.")
+@click.option("--dataset", default="digits", show_default=True,
+              help="digits, synthetic, npz:PATH, csv:PATH, or module:function of your own.")
+@click.option("--label-column", default="label", show_default=True, help="The label column of a csv: dataset.")
+@click.option("--epochs", type=int, default=10, show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True, help="Samples per rank per step.")
+@click.option("--lr", type=float, default=0.05, show_default=True, help="Learning rate for one rank.")
+@click.option("--no-lr-scaling", is_flag=True, help="Do not multiply the LR by the number of ranks.")
+@click.option("--warmup-epochs", type=float, default=0.0, show_default=True,
+              help="Ramp the LR linearly from the one-rank LR to the scaled LR over these epochs.")
+@click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default="constant", show_default=True,
+              help="After warmup: constant, cosine to 0, or step (x0.1 at 1/2 and 3/4).")
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="sgd", show_default=True)
+@click.option("--momentum", type=float, default=0.9, show_default=True, help="SGD momentum.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--shuffle/--no-shuffle", default=True, show_default=True)
+@click.option("--accumulate", type=int, default=1, show_default=True,
+              help="Micro-batches per optimizer step; gradients are all-reduced once per step.")
+@click.option("--compression", type=click.Choice(COMPRESSIONS), default="none", show_default=True,
+              help="fp16: send gradients as float16.")
+@click.option("--op", type=click.Choice(OPS), default="average", show_default=True, help="How gradients combine.")
+@click.option("--clip-grad-norm", type=float, default=None, help="Clip the all-reduced gradients to this norm.")
+@click.option("--amp", type=click.Choice(AMPS), default="none", show_default=True,
+              help="Mixed precision: bf16 (CPU or GPU) or fp16 (GPU, with loss scaling).")
+@click.option("--eval-every", type=int, default=1, show_default=True, help="Validate every N epochs (and last).")
+@click.option("--threads-per-rank", type=int, default=None,
+              help="torch threads per rank [default: usable cores / ranks on this node].")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--out", type=PATH, default=None,
+              help="Directory for metrics.jsonl, summary.json, run.json and model.pt (written by rank 0).")
+@click.option("--checkpoint-dir", type=PATH, default=None,
+              help="Write a checkpoint here after every epoch (rank 0, atomically).")
+@click.option("--resume", is_flag=False, flag_value="", default=None, metavar="[DIR]",
+              help="Continue from the newest checkpoint in DIR (default: --checkpoint-dir).")
+def train(**options: Any) -> None:
+    """Train on every rank of the job that started this process (or alone).
+
+    \b
+    Examples:
+      hvdtrain run -np 2 -- hvdtrain train --model cnn --epochs 10 --out runs/demo
+      hvdtrain run -np 2 -- hvdtrain train --model mymodels:build --dataset npz:data.npz
+      hvdtrain train --config train.yaml --epochs 3 --print-config
+    """
+    cfg = build_config(dict(options))
+    if options["print_config"]:
+        order = [param.name for param in click.get_current_context().command.params if param.name]
+        click.echo(render_effective(options, order), nl=False)
+        return
+    from hvdtrain.train.worker import run_worker
+
+    run_worker(cfg, os.environ, sys.argv)
