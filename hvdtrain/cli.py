@@ -6,6 +6,7 @@ import json
 import os
 import shlex
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -15,11 +16,12 @@ import click
 
 import hvdtrain
 from hvdtrain.errors import HvdtrainError
+from hvdtrain.failure import default_run_dir, write_failure_report
 from hvdtrain.hostfile import FORMATS, format_hosts, read_hostfile
 from hvdtrain.hosts import Host, assign_ranks, check_np, parse_host_list
 from hvdtrain.launch.choose import build_parts, choose_launcher, render_explanation
 from hvdtrain.launch.execute import run_argv
-from hvdtrain.launch.plan import LAUNCHERS, build_plan, flatten, launch_env
+from hvdtrain.launch.plan import LAUNCHERS, build_plan, flatten, launch_env, supervisor_prefix
 from hvdtrain.ssh import SshSettings
 from hvdtrain.train.command import train
 
@@ -111,7 +113,10 @@ def doctor(ctx: click.Context, as_json: bool, hosts: str | None, hostfile: Path 
 @click.option("-x", "env_flags", multiple=True, metavar="NAME[=VALUE]",
               help="Forward NAME, or set NAME=VALUE, in every rank (repeatable).")
 @click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Write each rank's output to its own file here.")
+              help="Per-rank logs and reports, and failure.json if the job fails "
+                   "[default: $HVDTRAIN_RUNS_DIR or ./hvdtrain-runs, then run-TIME-PID].")
+@click.option("--stall-timeout", type=click.IntRange(min=0), default=300, show_default=True,
+              help="End the job when ranks wait this long for a rank that never joins a collective (0: never).")
 @click.option("--tag-output", is_flag=True, help="Prefix each output line with its rank.")
 @click.option("--timeline", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write a Horovod timeline (chrome://tracing JSON) here.")
@@ -125,7 +130,8 @@ def doctor(ctx: click.Context, as_json: bool, hosts: str | None, hostfile: Path 
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context
 def run(ctx: click.Context, np_: int, hosts: str | None, hostfile: Path | None, launcher: str,
-        env_flags: tuple[str, ...], output_dir: Path | None, tag_output: bool, timeline: Path | None,
+        env_flags: tuple[str, ...], output_dir: Path | None, stall_timeout: int, tag_output: bool,
+        timeline: Path | None,
         mpi_args: str, ssh_port: int | None, ssh_identity: Path | None, ssh_option: tuple[str, ...],
         network_interface: str | None, oversubscribe: bool, dry_run: bool, explain: bool,
         command: tuple[str, ...]) -> None:
@@ -143,10 +149,12 @@ def run(ctx: click.Context, np_: int, hosts: str | None, hostfile: Path | None, 
 
     chosen = resolve_hosts(hosts, hostfile)
     env = launch_env(os.environ, sys.executable)
+    run_dir = (output_dir or default_run_dir(env, Path.cwd(), time.strftime("%Y%m%d-%H%M%S"), os.getpid())).absolute()
     in_slurm = "SLURM_JOB_NODELIST" in env
     plan = build_plan(np_, chosen, command, env, os.getuid(),
                       slurm_hosts=hosts_from_slurm(env) if in_slurm else None, env_flags=env_flags,
-                      output_dir=output_dir, tag_output=tag_output, timeline=timeline,
+                      supervisor=supervisor_prefix(str(Path(sys.executable).parent / "hvdtrain"), run_dir),
+                      stall_timeout=stall_timeout, tag_output=tag_output, timeline=timeline,
                       launcher_args=tuple(_split_args(mpi_args)),
                       ssh=SshSettings(ssh_port, ssh_identity, ssh_option), network_interface=network_interface,
                       oversubscribe=oversubscribe)
@@ -159,7 +167,11 @@ def run(ctx: click.Context, np_: int, hosts: str | None, hostfile: Path | None, 
         return
     if explain:
         click.echo(render_explanation(parts, choice), err=True)
-    ctx.exit(run_argv(flatten(parts), env))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    code = run_argv(flatten(parts), env)
+    if code != 0:
+        click.echo(write_failure_report(run_dir, plan.np, code), err=True)
+    ctx.exit(code)
 
 
 def _split_args(text: str) -> list[str]:
@@ -233,6 +245,17 @@ def convert(path: Path, fmt: str, output: Path | None) -> None:
 
 
 cli.add_command(train)
+
+
+@cli.command(hidden=True, context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.pass_context
+def supervise(ctx: click.Context, run_dir: Path, command: tuple[str, ...]) -> None:
+    """Run one rank of a job, log it and report how it ended (started by `hvdtrain run`)."""
+    from hvdtrain.supervisor import supervise as run_supervised
+
+    ctx.exit(run_supervised(command, run_dir, os.environ))
 
 
 @cli.command()

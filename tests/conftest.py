@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,11 @@ BIN = Path(sys.executable).parent
 HVDTRAIN = str(BIN / "hvdtrain")
 REPO = Path(__file__).parent.parent
 GOLDEN = REPO / "tests" / "golden"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """hvdtrain run keeps per-run logs under $HVDTRAIN_RUNS_DIR: keep the tests' out of the repo."""
+    os.environ.setdefault("HVDTRAIN_RUNS_DIR", tempfile.mkdtemp(prefix="hvdtrain-test-runs-"))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

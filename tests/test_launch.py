@@ -8,7 +8,15 @@ from hvdtrain.detect import MpiInfo, parse_srun_mpi_list
 from hvdtrain.errors import HvdtrainError
 from hvdtrain.hosts import parse_host_list
 from hvdtrain.launch.choose import LauncherChoice, build_parts, choose_launcher, render_explanation
-from hvdtrain.launch.plan import build_plan, flatten, launch_env, parse_env_flags, select_env_names
+from hvdtrain.launch.plan import (
+    build_plan,
+    flatten,
+    launch_env,
+    parse_env_flags,
+    select_env_names,
+    stall_settings,
+    supervisor_prefix,
+)
 from hvdtrain.ssh import SshSettings
 
 ENV = {"PATH": "/usr/bin", "HOME": "/root", "HOROVOD_FUSION_THRESHOLD": "1", "PYTHONPATH": "/x",
@@ -21,7 +29,8 @@ SRUN_LIST = ("MPI plugin types are...\n\tnone\n\tcray_shasta\n\tpmi2\n\tpmix\n"
 def _plans():
     simple = build_plan(2, None, ("hvdtrain", "train", "--epochs", "1"), ENV, uid=0)
     full = build_plan(4, parse_host_list("node1:2,node2:2"), ("python", "my script.py"), ENV, uid=1000,
-                      env_flags=("MY_VAR", "NCCL_DEBUG=INFO"), output_dir=Path("/logs/run 1"), tag_output=True,
+                      env_flags=("MY_VAR", "NCCL_DEBUG=INFO"), tag_output=True, stall_timeout=120,
+                      supervisor=supervisor_prefix("/venv/bin/hvdtrain", Path("/logs/run 1")),
                       timeline=Path("/tmp/tl.json"), launcher_args=("--mca", "btl", "^openib"),
                       ssh=SshSettings(2222, Path("/keys/id"), ("StrictHostKeyChecking=accept-new",)),
                       network_interface="ib0")
@@ -97,6 +106,15 @@ def test_oversubscribe_lets_np_exceed_the_slots():
     assert "--overcommit" in flatten(build_parts(plan, LauncherChoice("srun", "test", "pmix")))
 
 
+@pytest.mark.parametrize(("timeout", "expected"), [
+    (0, ()), (10, (("HOROVOD_STALL_CHECK_TIME_SECONDS", "5"), ("HOROVOD_STALL_SHUTDOWN_TIME_SECONDS", "10"))),
+    (600, (("HOROVOD_STALL_CHECK_TIME_SECONDS", "60"), ("HOROVOD_STALL_SHUTDOWN_TIME_SECONDS", "600"))),
+    (1, (("HOROVOD_STALL_CHECK_TIME_SECONDS", "1"), ("HOROVOD_STALL_SHUTDOWN_TIME_SECONDS", "1"))),
+])
+def test_stall_settings(timeout, expected):
+    assert stall_settings(timeout) == expected
+
+
 def test_plan_needs_a_command():
     with pytest.raises(HvdtrainError, match="no command"):
         build_plan(2, None, (), ENV, uid=0)
@@ -128,7 +146,7 @@ def test_user_values_never_reach_a_shell(tmp_path):
                     HVDTRAIN_PYTHON, "-c", "import os; print(repr(os.environ['EVIL']))")
     assert done.returncode == 0, done.stderr
     assert not canary.exists() and not (Path.cwd() / "canary").exists()
-    logs = sorted(out.rglob("stdout"))
+    logs = sorted(out.glob("rank-*.log"))
     assert len(logs) == 2 and all(repr(payload) in log.read_text() for log in logs)
     rejected = hvdtrain("run", "-np", "1", "-H", f"a$(touch {canary}):1", "--", "true")
     assert rejected.returncode == 2 and not canary.exists()

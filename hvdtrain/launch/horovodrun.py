@@ -23,8 +23,6 @@ def horovodrun_parts(plan: LaunchPlan) -> list[Part]:
         parts.append(Part(("--ssh-identity-file", str(plan.ssh.identity)), "ssh key for the hosts"))
     if plan.network_interface:
         parts.append(Part(("--network-interfaces", plan.network_interface), "the network the ranks talk over"))
-    if plan.output_dir:
-        parts.append(Part(("--output-filename", str(plan.output_dir)), "one log directory per rank"))
     if plan.launcher_args:
         parts.append(Part(plan.launcher_args, "passed through from --mpi-args"))
-    return [*parts, Part(plan.command, "the program every rank runs")]
+    return [*parts, plan.rank_command]

@@ -22,9 +22,6 @@ def mpiexec_parts(plan: LaunchPlan) -> list[Part]:
         parts.append(Part(("-genv", name, value), "set in every rank"))
     if plan.tag_output:
         parts.append(Part(("-prepend-rank",), "prefix each output line with the rank"))
-    if plan.output_dir:
-        parts.append(Part(("-outfile-pattern", f"{plan.output_dir}/rank-%r.out",
-                           "-errfile-pattern", f"{plan.output_dir}/rank-%r.err"), "one file per rank"))
     if plan.launcher_args:
         parts.append(Part(plan.launcher_args, "passed through from --mpi-args"))
-    return [*parts, Part(plan.command, "the program every rank runs")]
+    return [*parts, plan.rank_command]

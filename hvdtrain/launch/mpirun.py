@@ -32,8 +32,6 @@ def mpirun_parts(plan: LaunchPlan, mpirun: str = "mpirun") -> list[Part]:
     parts += [Part(("-x", f"{name}={value}"), "set in every rank") for name, value in plan.all_env_values]
     if plan.tag_output:
         parts.append(Part(("--tag-output",), "prefix each output line with [job,rank]"))
-    if plan.output_dir:
-        parts.append(Part(("--output-filename", str(plan.output_dir)), "one stdout/stderr file per rank"))
     if plan.launcher_args:
         parts.append(Part(plan.launcher_args, "passed through from --mpi-args"))
-    return [*parts, Part(plan.command, "the program every rank runs")]
+    return [*parts, plan.rank_command]

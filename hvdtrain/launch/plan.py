@@ -41,7 +41,8 @@ class LaunchPlan:
     env_names: tuple[str, ...] = ()  # forwarded with their current values
     env_values: tuple[tuple[str, str], ...] = ()  # -x NAME=VALUE
     as_root: bool = False
-    output_dir: Path | None = None
+    supervisor: tuple[str, ...] = ()  # argv prefix that runs each rank under `hvdtrain supervise`
+    stall_timeout: int = 0  # seconds; 0 leaves Horovod's stall check at warn-only
     tag_output: bool = False
     timeline: Path | None = None
     launcher_args: tuple[str, ...] = ()
@@ -56,9 +57,28 @@ class LaunchPlan:
 
     @property
     def all_env_values(self) -> tuple[tuple[str, str], ...]:
-        """-x values plus the Horovod timeline, which is an environment variable to Horovod."""
+        """-x values plus the Horovod settings hvdtrain controls (timeline, stall shutdown)."""
         timeline = (("HOROVOD_TIMELINE", str(self.timeline)),) if self.timeline else ()
-        return self.env_values + timeline
+        return self.env_values + timeline + stall_settings(self.stall_timeout)
+
+    @property
+    def rank_command(self) -> Part:
+        why = "each rank under hvdtrain's supervisor (per-rank log and failure report)" if self.supervisor \
+            else "the program every rank runs"
+        return Part(self.supervisor + self.command, why)
+
+
+def stall_settings(timeout_s: int) -> tuple[tuple[str, str], ...]:
+    """Horovod warns about a collective some ranks never join after CHECK seconds and, with a
+    SHUTDOWN time, ends the job after it (by default it only warns, forever)."""
+    if timeout_s <= 0:
+        return ()
+    return (("HOROVOD_STALL_CHECK_TIME_SECONDS", str(max(1, min(60, timeout_s // 2)))),
+            ("HOROVOD_STALL_SHUTDOWN_TIME_SECONDS", str(timeout_s)))
+
+
+def supervisor_prefix(hvdtrain_exe: str, run_dir: Path) -> tuple[str, ...]:
+    return (hvdtrain_exe, "supervise", "--run-dir", str(run_dir), "--")
 
 
 def env_prefix(plan: LaunchPlan, launcher: str) -> list[Part]:
@@ -106,7 +126,8 @@ def parse_env_flags(flags: Sequence[str]) -> tuple[tuple[str, ...], tuple[tuple[
 
 def build_plan(np: int, hosts: tuple[Host, ...] | None, command: tuple[str, ...], env: Mapping[str, str],
                uid: int, slurm_hosts: tuple[Host, ...] | None = None, env_flags: Sequence[str] = (),
-               output_dir: Path | None = None, tag_output: bool = False, timeline: Path | None = None,
+               supervisor: tuple[str, ...] = (), stall_timeout: int = 0, tag_output: bool = False,
+               timeline: Path | None = None,
                launcher_args: tuple[str, ...] = (), ssh: SshSettings = DEFAULT_SSH,
                network_interface: str | None = None, oversubscribe: bool = False) -> LaunchPlan:
     """A plan from the user's flags. Hosts: the user's, else the Slurm allocation's, else
@@ -120,6 +141,7 @@ def build_plan(np: int, hosts: tuple[Host, ...] | None, command: tuple[str, ...]
     names, values = parse_env_flags(env_flags)
     forwarded = tuple(sorted(set(select_env_names(env)) | set(names)))
     return LaunchPlan(np=np, hosts=chosen, command=command, hosts_from=source, env_names=forwarded,
-                      env_values=values, as_root=uid == 0, output_dir=output_dir, tag_output=tag_output,
+                      env_values=values, as_root=uid == 0, supervisor=supervisor, stall_timeout=stall_timeout,
+                      tag_output=tag_output,
                       timeline=timeline, launcher_args=launcher_args, ssh=ssh, network_interface=network_interface,
                       oversubscribe=oversubscribe)

@@ -11,6 +11,7 @@ def srun_parts(plan: LaunchPlan, mpi_plugin: str) -> list[Part]:
         Part(("srun", f"--ntasks={plan.np}"), "number of ranks"),
         Part((f"--mpi={mpi_plugin}",), "how MPI inside each rank finds its peers (from srun --mpi=list)"),
         Part(("--cpu-bind=none",), "let each rank's torch threads run on any allocated core"),
+        Part(("--kill-on-bad-exit=1",), "one failed rank ends the whole step"),
         Part(("--export=ALL",), "ranks inherit this environment"),
     ]
     if plan.oversubscribe:
@@ -20,8 +21,6 @@ def srun_parts(plan: LaunchPlan, mpi_plugin: str) -> list[Part]:
         parts.append(Part((f"--nodelist={nodes}", f"--nodes={len(plan.hosts)}"), "the hosts you named"))
     if plan.tag_output:
         parts.append(Part(("--label",), "prefix each output line with the rank"))
-    if plan.output_dir:
-        parts.append(Part((f"--output={plan.output_dir}/rank-%t.log",), "one output file per rank"))
     if plan.launcher_args:
         parts.append(Part(plan.launcher_args, "passed through from --mpi-args"))
-    return [*parts, Part(plan.command, "the program every rank runs")]
+    return [*parts, plan.rank_command]

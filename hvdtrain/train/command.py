@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import difflib
 import os
+import socket
 import sys
+import traceback
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 import yaml
 
 from hvdtrain.errors import HvdtrainError
+from hvdtrain.failure import rank_from_env
 from hvdtrain.train.config import AMPS, COMPRESSIONS, DEVICES, LR_SCHEDULES, OPS, OPTIMIZERS, TrainConfig
 
 NOT_CONFIG = ("config", "print_config")  # options that are about the config, not in it
@@ -134,4 +137,21 @@ def train(**options: Any) -> None:
         return
     from hvdtrain.train.worker import run_worker
 
-    run_worker(cfg, os.environ, sys.argv)
+    try:
+        run_worker(cfg, os.environ, sys.argv)
+    except HvdtrainError:
+        raise  # raised alike on every rank: one line and exit 2
+    except Exception:
+        abort_rank(traceback.format_exc())
+
+
+def abort_rank(trace: str) -> NoReturn:
+    """A bug or a broken node on one rank: say which rank, where, and why, then end this process
+    at once (no interpreter shutdown that could wait on a collective). The launcher sees the
+    failed rank and ends the others, so nobody waits in an all-reduce until the time limit."""
+    rank = rank_from_env(os.environ)
+    sys.stderr.write(f"hvdtrain: rank {rank} on {socket.gethostname()} (pid {os.getpid()}) failed; "
+                     f"ending the job\n{trace}")
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(1)

@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
+from hvdtrain.supervisor import ProgressFile
 from hvdtrain.train.config import TrainConfig, epoch_seed, lr_at
 from hvdtrain.train.data import DataSplit, Samples, val_shard
 from hvdtrain.train.dist import Dist
@@ -33,6 +34,7 @@ class Runtime:
     device: str
     data: DataSplit
     scaler: Any = None  # torch.amp.GradScaler with --amp fp16
+    progress: ProgressFile | None = None  # last finished step, for failure reports
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.cfg.amp == "none":
@@ -120,15 +122,15 @@ def optimizer_step(optimizer: torch.optim.Optimizer, model: nn.Module, rt: Runti
 
 
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader[Batch],
-                lr_for_step: Callable[[int], float], rt: Runtime, show_progress: bool,
-                label: str) -> tuple[float, int, float]:
+                lr_for_step: Callable[[int], float], rt: Runtime, epoch: int,
+                show_progress: bool) -> tuple[float, int, float]:
     """One pass over this rank's shard; returns (sum of sample losses, samples, last LR)."""
     model.train()
     accumulate = rt.cfg.accumulate
     loss_sum, samples, lr = 0.0, 0, 0.0
     optimizer.zero_grad()
     count = steps_per_epoch(loader, accumulate) * accumulate
-    with _batches(loader, count, label, show_progress) as batches:
+    with _batches(loader, count, f"epoch {epoch + 1}/{rt.cfg.epochs}", show_progress) as batches:
         for index, (x, y) in enumerate(batches):
             x, y = x.to(rt.device), y.to(rt.device)
             with rt.autocast():
@@ -141,8 +143,12 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Data
                     group["lr"] = lr
                 optimizer_step(optimizer, model, rt)
                 optimizer.zero_grad()
+                if rt.progress is not None:
+                    rt.progress.update(epoch + 1, index // accumulate + 1)
             loss_sum += loss.item() * len(y)
             samples += len(y)
+    if rt.progress is not None:
+        rt.progress.update(epoch + 1, count // accumulate, force=True)
     return loss_sum, samples, lr
 
 
@@ -181,8 +187,8 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: DataLo
             return lr_at(first + step, steps, cfg, dist.size)
 
         tic = time.perf_counter()
-        loss_sum, samples, lr = train_epoch(model, optimizer, train_loader, lr_for_step, rt, show_progress,
-                                            f"epoch {epoch + 1}/{cfg.epochs}")
+        loss_sum, samples, lr = train_epoch(model, optimizer, train_loader, lr_for_step, rt, epoch,
+                                            show_progress)
         seconds = time.perf_counter() - tic
 
         # Horovod: one all-reduce turns per-rank sums into global training metrics.

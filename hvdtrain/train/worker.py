@@ -13,6 +13,7 @@ from torch import nn
 
 from hvdtrain.errors import HvdtrainError
 from hvdtrain.hosts import Slot
+from hvdtrain.supervisor import ProgressFile
 from hvdtrain.train import checkpoint, records
 from hvdtrain.train.config import TrainConfig, choose_device, default_threads, usable_cores
 from hvdtrain.train.data import load_dataset
@@ -85,7 +86,8 @@ def run_worker(cfg: TrainConfig, env: Mapping[str, str], argv: Sequence[str]) ->
     dist = init_dist(env)
     is_root = dist.rank == 0
     device = place(model, cfg, dist)  # checks --device and --amp before anything uses them
-    rt = Runtime(cfg, dist, device, data, torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None)
+    rt = Runtime(cfg, dist, device, data, torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None,
+                 ProgressFile(env))
     optimizer = dist.wrap_optimizer(build_optimizer(model, cfg), model,
                                     ReduceOptions(cfg.compression, cfg.op, cfg.accumulate))
     start_epoch = restore(model, optimizer, cfg, dist)

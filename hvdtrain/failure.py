@@ -1,0 +1,170 @@
+"""What went wrong in a job: per-rank reports, the root cause, stalled ranks (pure, plus file I/O)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Launchers put a rank's number in one of these (mpirun, srun --mpi=pmix, horovodrun, MPICH, srun).
+RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "HOROVOD_RANK", "PMI_RANK", "SLURM_PROCID")
+RUN_DIR_VARIABLE = "HVDTRAIN_RUN_DIR"  # where a supervised rank may write its progress
+_MISSING = re.compile(r"^\s*(?:\[[^\]]*\]<\w+>:)?\s*(\d+)(!?): \[(.*)\]\s*$")
+
+
+@dataclass(frozen=True)
+class RankReport:
+    """``rank-N.json``, written by the rank's supervisor when it starts and when the rank ends."""
+
+    rank: int
+    host: str
+    pid: int
+    log: str
+    running: bool = True
+    exit_code: int | None = None
+    signal: str | None = None
+    ended_at: float | None = None
+    last_lines: list[str] = field(default_factory=list)
+    traceback: list[str] = field(default_factory=list)
+    progress: dict[str, Any] | None = None
+
+    @property
+    def failed(self) -> bool:
+        return not self.running and (self.exit_code != 0 or self.signal is not None)
+
+    def describe(self) -> str:
+        how = f"was killed by signal {self.signal}" if self.signal else f"exited with status {self.exit_code}"
+        return f"rank {self.rank} on {self.host} (pid {self.pid}) {how}"
+
+
+def rank_from_env(env: Mapping[str, str]) -> int:
+    for name in RANK_VARIABLES:
+        if env.get(name, "").isdigit():
+            return int(env[name])
+    return 0
+
+
+def classify_returncode(returncode: int) -> tuple[int, str | None]:
+    """(exit status as a shell reports it, signal name or None) from a Popen returncode."""
+    if returncode < 0:
+        return 128 - returncode, signal.Signals(-returncode).name
+    return returncode, None
+
+
+def extract_traceback(lines: Sequence[str]) -> list[str]:
+    """The last Python traceback in ``lines``, through its final exception line."""
+    starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last)")]
+    if not starts:
+        return []
+    block = list(lines[starts[-1]:])
+    for end in range(1, len(block)):
+        if block[end] and not block[end].startswith((" ", "\t")):
+            return block[:end + 1]
+    return block
+
+
+def parse_missing_ranks(lines: Sequence[str]) -> dict[int, list[str]]:
+    """Ranks Horovod's stall inspector reported as never arriving, with the tensors they lack."""
+    missing: dict[int, list[str]] = {}
+    in_block = False
+    for line in lines:
+        if "Missing ranks:" in line:
+            in_block = True
+            continue
+        match = _MISSING.match(line) if in_block else None
+        if match:
+            missing[int(match.group(1))] = [name.strip() for name in match.group(3).split(",")]
+        else:
+            in_block = False
+    return missing
+
+
+def report_path(run_dir: Path, rank: int) -> Path:
+    return run_dir / f"rank-{rank}.json"
+
+
+def write_report(run_dir: Path, report: RankReport) -> None:
+    path = report_path(run_dir, report.rank)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(asdict(report), indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def read_reports(run_dir: Path) -> list[RankReport]:
+    reports = []
+    for path in sorted(run_dir.glob("rank-*.json")):
+        try:
+            reports.append(RankReport(**json.loads(path.read_text())))
+        except (OSError, ValueError, TypeError):
+            continue  # a report cut off by a kill: the rank shows up as silent
+    return sorted(reports, key=lambda report: report.rank)
+
+
+def read_log_lines(report: RankReport) -> list[str]:
+    try:
+        return Path(report.log).read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+
+
+def build_failure(reports: Sequence[RankReport], np: int, launcher_code: int,
+                  missing: Mapping[int, list[str]]) -> dict[str, Any]:
+    """``failure.json``: the first rank to fail is the root cause; the others followed it."""
+    failed = sorted((r for r in reports if r.failed), key=lambda r: (r.ended_at or 0.0, r.rank))
+    by_rank = {report.rank: report for report in reports}
+    silent = [rank for rank in range(np) if rank not in by_rank or by_rank[rank].running]
+    stalled = [{"rank": rank, "host": by_rank[rank].host if rank in by_rank else None, "waiting_for": names,
+                "last_progress": by_rank[rank].progress if rank in by_rank else None}
+               for rank, names in sorted(missing.items())]
+    root = failed[0] if failed else None
+    if stalled:
+        cause = "stalled: rank(s) " + ", ".join(str(s["rank"]) for s in stalled) + " never reached a collective"
+    elif root is not None:
+        cause = root.describe()
+    else:
+        cause = f"the launcher exited with status {launcher_code} and no rank reported a failure"
+    return {"exit_code": launcher_code, "cause": cause, "root_cause": asdict(root) if root else None,
+            "stalled": stalled, "silent_ranks": silent, "ranks": [asdict(report) for report in reports]}
+
+
+def render_failure(failure: Mapping[str, Any], run_dir: Path) -> str:
+    """The few lines a user reads first."""
+    lines = [f"hvdtrain: job failed: {failure['cause']}"]
+    for stalled in failure["stalled"]:
+        progress = stalled["last_progress"] or {}
+        last = f"epoch {progress['epoch']} step {progress['step']}" if progress else "unknown"
+        lines.append(f"  rank {stalled['rank']} on {stalled['host']}: last finished {last}; "
+                     f"others wait for {', '.join(stalled['waiting_for'])}")
+    root = failure["root_cause"]
+    if root and not failure["stalled"]:
+        shown = root["traceback"] or root["last_lines"][-10:]
+        lines.append(f"  last lines of {root['log']}:")
+        lines += [f"    {line}" for line in shown]
+    if failure["silent_ranks"]:
+        lines.append(f"  no final report from rank(s) {failure['silent_ranks']} (killed with their supervisor?)")
+    lines.append(f"  report: {run_dir / 'failure.json'}")
+    return "\n".join(lines)
+
+
+def default_run_dir(env: Mapping[str, str], cwd: Path, stamp: str, pid: int) -> Path:
+    """Where a run's logs and reports go unless --output-dir says: under ``$HVDTRAIN_RUNS_DIR``
+    or ``./hvdtrain-runs`` (the working directory is usually shared between nodes; /tmp is not)."""
+    base = Path(env["HVDTRAIN_RUNS_DIR"]) if env.get("HVDTRAIN_RUNS_DIR") else cwd / "hvdtrain-runs"
+    return base / f"run-{stamp}-{pid}"
+
+
+def write_failure_report(run_dir: Path, np: int, launcher_code: int) -> str:
+    """After a failed job: gather the ranks' reports into ``failure.json``; return the summary."""
+    reports = read_reports(run_dir)
+    missing: dict[int, list[str]] = {}
+    for report in reports:
+        missing.update(parse_missing_ranks(read_log_lines(report)))
+    failure = build_failure(reports, np, launcher_code, missing)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "failure.json").write_text(json.dumps(failure, indent=2) + "\n")
+    return render_failure(failure, run_dir)

@@ -1,0 +1,110 @@
+"""A broken job ends quickly and says why: a rank that raises, is killed, or stalls."""
+
+import json
+import os
+import signal
+import subprocess
+import textwrap
+import time
+
+import pytest
+from conftest import HVDTRAIN, hvdtrain
+
+pytestmark = pytest.mark.mpi
+
+FAULTY = textwrap.dedent('''
+    import os
+    import time
+
+    from torch import nn
+
+
+    class Faulty(nn.Module):
+        """An MLP whose rank 1 fails on its 30th training step, as FAULT says."""
+
+        def __init__(self, num_classes):
+            super().__init__()
+            self.net = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, num_classes))
+            self.steps = 0
+
+        def forward(self, x):
+            if self.training and os.environ.get("OMPI_COMM_WORLD_RANK") == "1":
+                self.steps += 1
+                if self.steps == 30 and os.environ.get("FAULT") == "raise":
+                    raise RuntimeError("injected failure on rank 1")
+                if self.steps == 30 and os.environ.get("FAULT") == "stall":
+                    time.sleep(3600)
+            return self.net(x)
+
+
+    def build(num_classes):
+        return Faulty(num_classes)
+''')
+
+
+@pytest.fixture
+def faulty_dir(tmp_path):
+    (tmp_path / "faulty.py").write_text(FAULTY)
+    return tmp_path
+
+
+def _run_args(run_dir, fault, *extra):
+    return ["run", "-np", "2", "--output-dir", str(run_dir), "-x", f"FAULT={fault}", *extra, "--",
+            HVDTRAIN, "train", "--model", "faulty:build", "--epochs", "200", "--batch-size", "16"]
+
+
+def test_a_rank_that_raises_ends_the_job_with_its_traceback(faulty_dir):
+    run_dir = faulty_dir / "run"
+    done = hvdtrain(*_run_args(run_dir, "raise"), cwd=faulty_dir, timeout=120)
+    assert done.returncode != 0
+    failure = json.loads((run_dir / "failure.json").read_text())
+    root = failure["root_cause"]
+    assert root["rank"] == 1 and root["exit_code"] == 1 and root["host"] and root["pid"] > 0
+    assert root["traceback"][0].startswith("Traceback") and "injected failure on rank 1" in root["traceback"][-1]
+    assert failure["cause"].startswith("rank 1 on ")
+    assert "hvdtrain: job failed: rank 1 on" in done.stderr and "injected failure on rank 1" in done.stderr
+
+
+def test_a_killed_rank_ends_the_job_within_30_seconds(faulty_dir):
+    run_dir = faulty_dir / "run"
+    job = subprocess.Popen([HVDTRAIN, *_run_args(run_dir, "none")], cwd=faulty_dir, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run_dir / "rank-1.progress").exists():  # training is under way
+            assert job.poll() is None and time.monotonic() < deadline, "training never started"
+            time.sleep(0.2)
+        pid = json.loads((run_dir / "rank-1.json").read_text())["pid"]
+        os.kill(pid, signal.SIGKILL)
+        _, stderr = job.communicate(timeout=30)  # TimeoutExpired here fails the test
+    finally:
+        job.kill()
+    assert job.returncode != 0
+    failure = json.loads((run_dir / "failure.json").read_text())
+    assert failure["root_cause"]["rank"] == 1 and failure["root_cause"]["signal"] == "SIGKILL"
+    assert failure["root_cause"]["pid"] == pid
+    assert f"rank 1 on {failure['root_cause']['host']} (pid {pid}) was killed by signal SIGKILL" in stderr
+
+
+def test_a_stalled_rank_is_named_with_its_last_step(faulty_dir):
+    run_dir = faulty_dir / "run"
+    # Stall timeout 10 s: the job must end well inside the 90 s this call allows (else TimeoutExpired).
+    done = hvdtrain(*_run_args(run_dir, "stall", "--stall-timeout", "10"), cwd=faulty_dir, timeout=90)
+    assert done.returncode != 0
+    failure = json.loads((run_dir / "failure.json").read_text())
+    assert [stalled["rank"] for stalled in failure["stalled"]] == [1]
+    stalled = failure["stalled"][0]
+    assert stalled["host"] and stalled["waiting_for"]
+    assert stalled["last_progress"] == {"epoch": 1, "step": 29}  # it stalled in its 30th step
+    assert "stalled: rank(s) 1 never reached a collective" in done.stderr
+
+
+def test_a_successful_job_writes_no_failure_report(tmp_path):
+    run_dir = tmp_path / "run"
+    done = hvdtrain("run", "-np", "2", "--output-dir", str(run_dir), "--", HVDTRAIN, "train", "--model", "mlp",
+                    "--epochs", "1")
+    assert done.returncode == 0, done.stderr
+    assert not (run_dir / "failure.json").exists()
+    reports = [json.loads((run_dir / f"rank-{rank}.json").read_text()) for rank in (0, 1)]
+    assert [(r["rank"], r["exit_code"], r["running"]) for r in reports] == [(0, 0, False), (1, 0, False)]
+    assert "epoch 1/1" in (run_dir / "rank-0.log").read_text()
