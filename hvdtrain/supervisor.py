@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import ctypes
 import os
+import selectors
 import signal
 import socket
 import subprocess
@@ -20,6 +21,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import BinaryIO
 
 from hvdtrain.errors import HvdtrainError
 from hvdtrain.failure import (
@@ -47,7 +49,7 @@ def supervise(command: Sequence[str], run_dir: Path, env: Mapping[str, str]) -> 
     log_path = run_dir / f"rank-{rank}.log"
     child_env = {**env, RUN_DIR_VARIABLE: str(run_dir), "PYTHONUNBUFFERED": "1"}
     try:
-        child = subprocess.Popen(list(command), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        child = subprocess.Popen(list(command), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                  env=child_env, preexec_fn=_die_with_parent)
     except OSError as exc:
         raise HvdtrainError(f"rank {rank} cannot start {command[0]!r}: {exc.strerror}",
@@ -61,14 +63,9 @@ def supervise(command: Sequence[str], run_dir: Path, env: Mapping[str, str]) -> 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
         signal.signal(signum, forward)
     tail: collections.deque[str] = collections.deque(maxlen=KEPT_LINES)
-    assert child.stdout is not None
+    assert child.stdout is not None and child.stderr is not None
     with log_path.open("wb") as log:
-        for raw in child.stdout:
-            sys.stdout.buffer.write(raw)
-            sys.stdout.buffer.flush()
-            log.write(raw)
-            log.flush()
-            tail.append(raw.decode(errors="replace").rstrip("\n"))
+        copy_output({child.stdout.fileno(): sys.stdout.buffer, child.stderr.fileno(): sys.stderr.buffer}, log, tail)
     code, signame = classify_returncode(child.wait())
     lines = list(tail)
     write_report(run_dir, RankReport(
@@ -76,6 +73,30 @@ def supervise(command: Sequence[str], run_dir: Path, env: Mapping[str, str]) -> 
         signal=signame, ended_at=time.time(), last_lines=lines[-20:], traceback=extract_traceback(lines),
         progress=read_progress(run_dir, rank)))
     return code
+
+
+def copy_output(streams: dict[int, BinaryIO], log: BinaryIO, tail: collections.deque[str]) -> None:
+    """Copy each child pipe to its own stream as it arrives, and whole lines of both to the log
+    (so lines of stdout and stderr never interleave mid-line) until both pipes close."""
+    partial = {fd: b"" for fd in streams}
+    with selectors.DefaultSelector() as selector:
+        for fd in streams:
+            selector.register(fd, selectors.EVENT_READ)
+        while selector.get_map():
+            for key, _ in selector.select():
+                fd = key.fd
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    selector.unregister(fd)
+                    chunk = b"\n" if partial[fd] else b""  # end the last unterminated line
+                else:
+                    streams[fd].write(chunk)
+                    streams[fd].flush()
+                *lines, partial[fd] = (partial[fd] + chunk).split(b"\n")
+                for line in lines:
+                    log.write(line + b"\n")
+                    tail.append(line.decode(errors="replace"))
+                log.flush()
 
 
 def progress_path(run_dir: Path, rank: int) -> Path:

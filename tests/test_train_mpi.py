@@ -66,7 +66,7 @@ def test_resume_is_exact(tmp_path):
     straight = train_mpi(2, tmp_path / "straight", *args, "--epochs", "4")
     ckpt = tmp_path / "ckpt"
     first = train_mpi(2, tmp_path / "resumed", *args, "--epochs", "2", "--checkpoint-dir", str(ckpt))
-    assert sorted(p.name for p in ckpt.iterdir()) == ["ckpt-epoch00001.pt", "ckpt-epoch00002.pt"]
+    assert [path.name for path in sorted(ckpt.glob("*.pt"))] == ["ckpt-epoch00001.pt", "ckpt-epoch00002.pt"]
     assert first["param_checksum"] != straight["param_checksum"]
     resumed = train_mpi(2, tmp_path / "resumed", *args, "--epochs", "4", "--checkpoint-dir", str(ckpt),
                         "--resume")
@@ -75,6 +75,22 @@ def test_resume_is_exact(tmp_path):
     metrics = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
     epochs = [json.loads(line)["epoch"] for line in metrics]
     assert epochs == [1, 2, 3, 4]
+
+
+def test_resume_skips_a_corrupt_newest_checkpoint(tmp_path):
+    args = ("--model", "mlp", "--batch-size", "32", "--lr", "0.05")
+    straight = train_mpi(2, tmp_path / "straight", *args, "--epochs", "4")
+    ckpt = tmp_path / "ckpt"
+    train_mpi(2, tmp_path / "first", *args, "--epochs", "3", "--checkpoint-dir", str(ckpt))
+    newest = ckpt / "ckpt-epoch00003.pt"
+    newest.write_bytes(newest.read_bytes()[: len(newest.read_bytes()) // 2])  # a half-written file
+    done = hvdtrain("run", "-np", "2", "--", HVDTRAIN, "train", *args, "--epochs", "4", "--checkpoint-dir",
+                    str(ckpt), "--resume", "--out", str(tmp_path / "resumed"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "ckpt-epoch00003.pt is corrupt" in done.stderr and "using ckpt-epoch00002.pt" in done.stderr
+    assert "resuming from" in done.stdout and "(epoch 2 done)" in done.stdout
+    resumed = json.loads((tmp_path / "resumed" / "summary.json").read_text())
+    assert resumed["param_checksum"] == straight["param_checksum"]  # epochs 3 and 4 trained again, exactly
 
 
 @pytest.mark.parametrize("launcher", ["mpirun", "horovodrun"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import re
 from dataclasses import asdict
@@ -64,21 +66,48 @@ def build_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, epoch: 
     }
 
 
-def write_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write to a temporary file in the same directory, flush it to disk, then rename:
-    a reader sees the old checkpoint or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def checksum_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with tmp.open("wb") as handle:
-        torch.save(state, handle)
+        handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
 
 
+def write_checkpoint(path: Path, state: dict[str, Any], keep: int | None = None) -> None:
+    """Write atomically (temp file, fsync, rename), with its sha256 beside it, then drop all but
+    the newest ``keep``. The checksum goes first: a crash in between leaves a checkpoint that
+    fails verification, never one that passes it wrongly."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    data = buffer.getvalue()
+    _atomic_write(checksum_path(path), (hashlib.sha256(data).hexdigest() + "\n").encode())
+    _atomic_write(path, data)
+    if keep is not None:
+        for _, old in list_checkpoints(path.parent)[:-keep]:
+            old.unlink(missing_ok=True)
+            checksum_path(old).unlink(missing_ok=True)
+
+
 def read_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a checkpoint after checking it against its sha256 and its schema."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        data = path.read_bytes()
+        expected = checksum_path(path).read_text().strip()
+    except OSError as exc:
+        raise HvdtrainError(f"checkpoint {path} is unreadable ({exc.strerror})",
+                            "resume from an earlier checkpoint, or start without --resume") from None
+    if hashlib.sha256(data).hexdigest() != expected:
+        raise HvdtrainError(f"checkpoint {path} is corrupt (sha256 mismatch: truncated or overwritten)",
+                            "delete it to resume from the previous one, or start without --resume")
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged file
         raise HvdtrainError(f"checkpoint {path} is unreadable ({type(exc).__name__})",
                             "delete it to resume from the previous one, or start without --resume") from exc
@@ -86,3 +115,31 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         raise HvdtrainError(f"{path} is not an hvdtrain checkpoint of schema {SCHEMA_VERSION}",
                             "resume from a checkpoint written by this hvdtrain version")
     return state
+
+
+def read_latest_good(directory: Path) -> tuple[Path, dict[str, Any], list[str]]:
+    """The newest checkpoint that verifies, and one line for each newer one that did not."""
+    find_latest(directory)  # a missing or empty directory is its own error
+    skipped: list[str] = []
+    for _, path in reversed(list_checkpoints(directory)):
+        try:
+            return path, read_checkpoint(path), skipped
+        except HvdtrainError as exc:
+            skipped.append(exc.problem)
+    raise HvdtrainError(f"--resume: no usable checkpoint in {directory} ({skipped[0]})",
+                        "start without --resume")
+
+
+def state_checksum(model: nn.Module, optimizer: torch.optim.Optimizer) -> str:
+    """sha256 of the parameters and the optimizer state, to prove replicas agree after a restore."""
+    digest = hashlib.sha256()
+    for tensor in model.state_dict().values():
+        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    for index, values in sorted(optimizer.state_dict()["state"].items()):
+        for key, value in sorted(values.items()):
+            digest.update(f"{index}.{key}".encode())
+            if isinstance(value, torch.Tensor):
+                digest.update(value.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+            else:
+                digest.update(repr(value).encode())
+    return digest.hexdigest()

@@ -119,6 +119,7 @@ PATH = click.Path(file_okay=False, path_type=Path)
               help="Directory for metrics.jsonl, summary.json, run.json and model.pt (written by rank 0).")
 @click.option("--checkpoint-dir", type=PATH, default=None,
               help="Write a checkpoint here after every epoch (rank 0, atomically).")
+@click.option("--keep-checkpoints", type=int, default=3, show_default=True, help="Keep the newest K checkpoints.")
 @click.option("--resume", is_flag=False, flag_value="", default=None, metavar="[DIR]",
               help="Continue from the newest checkpoint in DIR (default: --checkpoint-dir).")
 def train(**options: Any) -> None:

@@ -45,6 +45,7 @@ class TrainConfig:
     amp: str = "none"
     lr_schedule: str = "constant"
     eval_every: int = 1
+    keep_checkpoints: int = 3
 
     def __post_init__(self) -> None:
         _positive("--epochs", self.epochs)
@@ -59,6 +60,7 @@ class TrainConfig:
             _positive("--threads-per-rank", self.threads_per_rank)
         _positive("--accumulate", self.accumulate)
         _positive("--eval-every", self.eval_every)
+        _positive("--keep-checkpoints", self.keep_checkpoints)
         if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
             raise HvdtrainError(f"--clip-grad-norm {self.clip_grad_norm} must be greater than 0", "e.g. 1.0")
         _choice("--optimizer", self.optimizer, OPTIMIZERS)

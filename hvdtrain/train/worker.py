@@ -44,26 +44,33 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
 
 
 def restore(model: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig, dist: Dist) -> int:
-    """Rank 0 loads the newest checkpoint; every rank learns the outcome, so a bad checkpoint
-    stops all ranks with the same message instead of leaving them waiting. Returns the
-    number of epochs already done."""
+    """Rank 0 loads the newest good checkpoint; every rank learns the outcome, so a bad one stops
+    all ranks with the same message instead of leaving them waiting. Then every rank takes rank
+    0's state and proves it did. Returns the number of epochs already done."""
     outcome: tuple[int, tuple[str, str] | None] = (0, None)
     if cfg.resume_from is not None and dist.rank == 0:
         try:
-            path = checkpoint.find_latest(cfg.resume_from)
-            state = checkpoint.read_checkpoint(path)
+            path, state, skipped = checkpoint.read_latest_good(cfg.resume_from)
+            for problem in skipped:
+                print(f"hvdtrain: warning: {problem}; using {path.name}", file=sys.stderr, flush=True)
             if state["config"]["model"] != cfg.model:
                 raise HvdtrainError(f"{path} holds model {state['config']['model']!r}, not {cfg.model!r}",
                                     f"resume with --model {state['config']['model']}")
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             outcome = (int(state["epoch"]), None)
+            print(f"resuming from {path} (epoch {outcome[0]} done)", flush=True)
         except HvdtrainError as exc:
             outcome = (0, (exc.problem, exc.hint))
     start_epoch, failure = dist.broadcast_object(outcome) if cfg.resume_from is not None else outcome
     if failure is not None:
         raise HvdtrainError(*failure)
     dist.broadcast_state(model, optimizer)
+    sums = dist.allgather_object(checkpoint.state_checksum(model, optimizer))  # Horovod: compare replicas
+    differing = [rank for rank, value in enumerate(sums) if value != sums[0]]
+    if differing:
+        raise HvdtrainError(f"after restoring, rank(s) {differing} hold different parameters or optimizer "
+                            "state than rank 0", "check that every rank runs the same model and optimizer")
     return start_epoch
 
 
@@ -107,7 +114,8 @@ def run_worker(cfg: TrainConfig, env: Mapping[str, str], argv: Sequence[str]) ->
             records.report_epoch(metrics, cfg)
             if cfg.checkpoint_dir is not None:
                 state = checkpoint.build_checkpoint(model, optimizer, metrics.epoch, cfg, dist.size)
-                checkpoint.write_checkpoint(checkpoint.checkpoint_path(cfg.checkpoint_dir, metrics.epoch), state)
+                checkpoint.write_checkpoint(checkpoint.checkpoint_path(cfg.checkpoint_dir, metrics.epoch), state,
+                                            keep=cfg.keep_checkpoints)
 
     # The last epoch is always evaluated; a resumed run that had already finished trains no epoch.
     if last is not None and last.val_loss is not None and last.val_acc is not None:
