@@ -19,9 +19,7 @@ def is_spec(text: str) -> bool:
 
 
 def load_callable(spec: str, flag: str) -> Callable[..., Any]:
-    """Import ``pkg.module:function`` from the working directory or PYTHONPATH."""
-    if not is_spec(spec):
-        raise HvdtrainError(f"{flag} {spec!r} is not a module:function spec", f"e.g. {flag} mypkg.models:build")
+    """Import ``pkg.module:function`` (``is_spec``) from the working directory or PYTHONPATH."""
     module_name, _, function_name = spec.partition(":")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
