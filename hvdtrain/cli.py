@@ -21,7 +21,14 @@ from hvdtrain.hostfile import FORMATS, format_hosts, read_hostfile
 from hvdtrain.hosts import Host, assign_ranks, check_np, parse_host_list
 from hvdtrain.launch.choose import build_parts, choose_launcher, render_explanation
 from hvdtrain.launch.execute import run_argv
-from hvdtrain.launch.plan import LAUNCHERS, build_plan, flatten, launch_env, supervisor_prefix
+from hvdtrain.launch.plan import (
+    LAUNCHERS,
+    ElasticSettings,
+    build_plan,
+    flatten,
+    launch_env,
+    supervisor_prefix,
+)
 from hvdtrain.ssh import SshSettings
 from hvdtrain.train.command import train
 
@@ -125,6 +132,11 @@ def doctor(ctx: click.Context, as_json: bool, hosts: str | None, hostfile: Path 
 @click.option("--network-interface", default=None, metavar="IFACE",
               help="Network interface the ranks talk over (e.g. ib0).")
 @click.option("--oversubscribe", is_flag=True, help="Allow more ranks than slots.")
+@click.option("--elastic", is_flag=True, help="Elastic job through horovodrun: survive lost workers.")
+@click.option("--min-np", type=int, default=None, help="With --elastic: fewest ranks to go on with [default: 1].")
+@click.option("--max-np", type=int, default=None, help="With --elastic: most ranks [default: -np].")
+@click.option("--host-discovery-script", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="With --elastic: executable that prints the available host:slots, one per line.")
 @click.option("--dry-run", is_flag=True, help="Print the command and exit.")
 @click.option("--explain", is_flag=True, help="Say which launcher and why each argument is there.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
@@ -133,7 +145,8 @@ def run(ctx: click.Context, np_: int, hosts: str | None, hostfile: Path | None, 
         env_flags: tuple[str, ...], output_dir: Path | None, stall_timeout: int, tag_output: bool,
         timeline: Path | None,
         mpi_args: str, ssh_port: int | None, ssh_identity: Path | None, ssh_option: tuple[str, ...],
-        network_interface: str | None, oversubscribe: bool, dry_run: bool, explain: bool,
+        network_interface: str | None, oversubscribe: bool, elastic: bool, min_np: int | None,
+        max_np: int | None, host_discovery_script: Path | None, dry_run: bool, explain: bool,
         command: tuple[str, ...]) -> None:
     """Start NP ranks of COMMAND with mpirun, srun, horovodrun or mpiexec; exit with the job's status.
 
@@ -157,10 +170,11 @@ def run(ctx: click.Context, np_: int, hosts: str | None, hostfile: Path | None, 
                       stall_timeout=stall_timeout, tag_output=tag_output, timeline=timeline,
                       launcher_args=tuple(_split_args(mpi_args)),
                       ssh=SshSettings(ssh_port, ssh_identity, ssh_option), network_interface=network_interface,
-                      oversubscribe=oversubscribe)
+                      oversubscribe=oversubscribe,
+                      elastic=elastic_settings(elastic, np_, min_np, max_np, host_discovery_script))
     probe_srun = launcher == "srun" or (launcher == "auto" and "SLURM_JOB_ID" in env)
     choice = choose_launcher(launcher, env, detect_srun_mpi_plugins() if probe_srun else None,
-                             detect_mpi() if launcher == "auto" else None)
+                             detect_mpi() if launcher == "auto" else None, elastic=elastic)
     parts = build_parts(plan, choice)
     if dry_run:
         click.echo(render_explanation(parts, choice) if explain else shlex.join(flatten(parts)))
@@ -172,6 +186,20 @@ def run(ctx: click.Context, np_: int, hosts: str | None, hostfile: Path | None, 
     if code != 0:
         click.echo(write_failure_report(run_dir, plan.np, code), err=True)
     ctx.exit(code)
+
+
+def elastic_settings(elastic: bool, np_: int, min_np: int | None, max_np: int | None,
+                     script: Path | None) -> ElasticSettings | None:
+    if not elastic:
+        if min_np is not None or max_np is not None or script is not None:
+            raise HvdtrainError("--min-np, --max-np and --host-discovery-script belong to elastic jobs",
+                                "add --elastic")
+        return None
+    if script is None:
+        raise HvdtrainError("--elastic needs --host-discovery-script", "give an executable that prints host:slots")
+    if not os.access(script, os.X_OK) or not script.is_file():
+        raise HvdtrainError(f"host discovery script {script} is not an executable file", f"chmod +x {script}")
+    return ElasticSettings(min_np or 1, max_np or np_, script.absolute())
 
 
 def _split_args(text: str) -> list[str]:

@@ -108,3 +108,31 @@ def test_a_successful_job_writes_no_failure_report(tmp_path):
     reports = [json.loads((run_dir / f"rank-{rank}.json").read_text()) for rank in (0, 1)]
     assert [(r["rank"], r["exit_code"], r["running"]) for r in reports] == [(0, 0, False), (1, 0, False)]
     assert "epoch 1/1" in (run_dir / "rank-0.log").read_text()
+
+
+def test_elastic_training_survives_a_lost_worker(tmp_path):
+    discover = tmp_path / "discover.sh"
+    # Two "hosts" that are both this machine: the failed one is blacklisted, the other goes on.
+    discover.write_text("#!/bin/sh\necho localhost:1\necho 127.0.0.1:1\n")
+    discover.chmod(0o755)
+    run_dir, out = tmp_path / "run", tmp_path / "out"
+    job = subprocess.Popen([HVDTRAIN, "run", "-np", "2", "--elastic", "--min-np", "1", "--host-discovery-script",
+                            str(discover), "--output-dir", str(run_dir), "--", HVDTRAIN, "train", "--elastic",
+                            "--model", "mlp", "--epochs", "15", "--commit-every", "5", "--out", str(out)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run_dir / "rank-1.progress").exists():
+            assert job.poll() is None and time.monotonic() < deadline, "training never started"
+            time.sleep(0.2)
+        os.kill(json.loads((run_dir / "rank-1.json").read_text())["pid"], signal.SIGKILL)
+        stdout, stderr = job.communicate(timeout=180)
+    finally:
+        job.kill()
+    assert job.returncode == 0, stdout[-2000:] + stderr[-2000:]
+    assert "elastic reset: 1 rank(s) now, this is rank 0" in stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 1 and summary["rank_checksums"] == [summary["param_checksum"]]
+    assert summary["final_val_acc"] > 0.9
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["epoch"] == 15 and metrics[-1]["world_size"] == 1

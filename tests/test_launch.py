@@ -9,6 +9,7 @@ from hvdtrain.errors import HvdtrainError
 from hvdtrain.hosts import parse_host_list
 from hvdtrain.launch.choose import LauncherChoice, build_parts, choose_launcher, render_explanation
 from hvdtrain.launch.plan import (
+    ElasticSettings,
     build_plan,
     flatten,
     launch_env,
@@ -113,6 +114,16 @@ def test_oversubscribe_lets_np_exceed_the_slots():
 ])
 def test_stall_settings(timeout, expected):
     assert stall_settings(timeout) == expected
+
+
+def test_elastic_horovodrun_plan():
+    elastic = ElasticSettings(1, 4, Path("/jobs/discover.sh"))
+    plan = build_plan(2, None, ("hvdtrain", "train", "--elastic"), ENV, uid=1000, elastic=elastic)
+    choice = choose_launcher("auto", {}, None, OPENMPI, elastic=True)
+    argv = flatten(build_parts(plan, choice))
+    assert choice.name == "horovodrun" and "-H" not in argv
+    assert argv[argv.index("--min-np"):argv.index("--min-np") + 6] == [
+        "--min-np", "1", "--max-np", "4", "--host-discovery-script", "/jobs/discover.sh"]
 
 
 def test_plan_needs_a_command():

@@ -30,9 +30,14 @@ def pick_srun_plugin(plugins: tuple[str, ...]) -> str:
 
 
 def choose_launcher(requested: str, env: Mapping[str, str], srun_plugins: tuple[str, ...] | None,
-                    mpi: MpiInfo | None) -> LauncherChoice:
-    """``auto``: srun inside a Slurm job when it offers PMIx, MPICH's mpiexec when that is the MPI,
-    else Open MPI's mpirun. An explicit choice is checked, not second-guessed."""
+                    mpi: MpiInfo | None, elastic: bool = False) -> LauncherChoice:
+    """``auto``: horovodrun for elastic jobs, srun inside a Slurm job when it offers PMIx, MPICH's
+    mpiexec when that is the MPI, else Open MPI's mpirun. An explicit choice is checked."""
+    if elastic:
+        if requested not in ("auto", "horovodrun"):
+            raise HvdtrainError(f"--elastic needs horovodrun, not --launcher {requested}",
+                                "drop --launcher or use --launcher horovodrun")
+        return LauncherChoice("horovodrun", "elastic jobs need Horovod's own launcher")
     plugin = pick_srun_plugin(srun_plugins or ())
     job = env.get("SLURM_JOB_ID")
     if requested == "srun" or (requested == "auto" and job and plugin):

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from hvdtrain.errors import HvdtrainError
-from hvdtrain.launch.plan import LaunchPlan, Part, env_prefix
+from hvdtrain.launch.plan import ElasticSettings, LaunchPlan, Part, env_prefix
+
+
+def elastic_part(elastic: ElasticSettings) -> Part:
+    return Part(("--min-np", str(elastic.min_np), "--max-np", str(elastic.max_np), "--host-discovery-script",
+                 str(elastic.discovery_script)),
+                "elastic: lost workers are dropped, new hosts are added, down to --min-np")
 
 
 def horovodrun_parts(plan: LaunchPlan) -> list[Part]:
@@ -12,7 +18,8 @@ def horovodrun_parts(plan: LaunchPlan) -> list[Part]:
                             "add slots with -H host:slots, or use --launcher mpirun --oversubscribe")
     parts = [
         *env_prefix(plan, "horovodrun"),
-        Part(("horovodrun", "-np", str(plan.np)), "number of ranks"),
+        Part(("horovodrun", "-np", str(plan.np)), "number of ranks" + (" to start with" if plan.elastic else "")),
+        elastic_part(plan.elastic) if plan.elastic else
         Part(("-H", ",".join(str(host) for host in plan.hosts)), f"hosts:slots ({plan.hosts_from})"),
         Part(("--gloo",), "Horovod's own launcher and Gloo rendezvous (no mpirun, needed for elastic jobs)"),
         Part(("--disable-cache",), "check hosts and interfaces on every launch; a cached check goes stale"),

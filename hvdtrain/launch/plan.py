@@ -31,6 +31,20 @@ class Part:
 
 
 @dataclass(frozen=True)
+class ElasticSettings:
+    """horovodrun --min-np/--max-np/--host-discovery-script: the world may shrink and grow."""
+
+    min_np: int
+    max_np: int
+    discovery_script: Path
+
+    def check(self, np: int) -> None:
+        if not 1 <= self.min_np <= np <= self.max_np:
+            raise HvdtrainError(f"elastic sizes must satisfy 1 <= --min-np ({self.min_np}) <= -np ({np}) "
+                                f"<= --max-np ({self.max_np})", "e.g. --min-np 1 -np 2 --max-np 4")
+
+
+@dataclass(frozen=True)
 class LaunchPlan:
     """N ranks of one command on some hosts, and how to start them."""
 
@@ -49,11 +63,14 @@ class LaunchPlan:
     ssh: SshSettings = DEFAULT_SSH
     network_interface: str | None = None
     oversubscribe: bool = False
+    elastic: ElasticSettings | None = None
 
     def __post_init__(self) -> None:
         if not self.command:
             raise HvdtrainError("no command to launch", "put it after --, e.g. hvdtrain run -np 2 -- hvdtrain train")
         check_np(self.np, self.hosts, self.oversubscribe)
+        if self.elastic is not None:
+            self.elastic.check(self.np)
 
     @property
     def all_env_values(self) -> tuple[tuple[str, str], ...]:
@@ -129,7 +146,8 @@ def build_plan(np: int, hosts: tuple[Host, ...] | None, command: tuple[str, ...]
                supervisor: tuple[str, ...] = (), stall_timeout: int = 0, tag_output: bool = False,
                timeline: Path | None = None,
                launcher_args: tuple[str, ...] = (), ssh: SshSettings = DEFAULT_SSH,
-               network_interface: str | None = None, oversubscribe: bool = False) -> LaunchPlan:
+               network_interface: str | None = None, oversubscribe: bool = False,
+               elastic: ElasticSettings | None = None) -> LaunchPlan:
     """A plan from the user's flags. Hosts: the user's, else the Slurm allocation's, else
     ``localhost`` with one slot per rank."""
     if hosts:
@@ -144,4 +162,4 @@ def build_plan(np: int, hosts: tuple[Host, ...] | None, command: tuple[str, ...]
                       env_values=values, as_root=uid == 0, supervisor=supervisor, stall_timeout=stall_timeout,
                       tag_output=tag_output,
                       timeline=timeline, launcher_args=launcher_args, ssh=ssh, network_interface=network_interface,
-                      oversubscribe=oversubscribe)
+                      oversubscribe=oversubscribe, elastic=elastic)

@@ -119,6 +119,10 @@ PATH = click.Path(file_okay=False, path_type=Path)
               help="Directory for metrics.jsonl, summary.json, run.json and model.pt (written by rank 0).")
 @click.option("--checkpoint-dir", type=PATH, default=None,
               help="Write a checkpoint here after every epoch (rank 0, atomically).")
+@click.option("--elastic", is_flag=True,
+              help="Survive lost workers (launch with hvdtrain run --elastic): roll back to the last commit.")
+@click.option("--commit-every", type=int, default=50, show_default=True,
+              help="With --elastic: optimizer steps between commits.")
 @click.option("--keep-checkpoints", type=int, default=3, show_default=True, help="Keep the newest K checkpoints.")
 @click.option("--resume", is_flag=False, flag_value="", default=None, metavar="[DIR]",
               help="Continue from the newest checkpoint in DIR (default: --checkpoint-dir).")

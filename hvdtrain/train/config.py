@@ -46,6 +46,8 @@ class TrainConfig:
     lr_schedule: str = "constant"
     eval_every: int = 1
     keep_checkpoints: int = 3
+    elastic: bool = False
+    commit_every: int = 50
 
     def __post_init__(self) -> None:
         _positive("--epochs", self.epochs)
@@ -61,6 +63,7 @@ class TrainConfig:
         _positive("--accumulate", self.accumulate)
         _positive("--eval-every", self.eval_every)
         _positive("--keep-checkpoints", self.keep_checkpoints)
+        _positive("--commit-every", self.commit_every)
         if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
             raise HvdtrainError(f"--clip-grad-norm {self.clip_grad_norm} must be greater than 0", "e.g. 1.0")
         _choice("--optimizer", self.optimizer, OPTIMIZERS)

@@ -168,3 +168,49 @@ def init_dist(env: Mapping[str, str]) -> Dist:
 
     hvd.init()  # Horovod: join the job's ranks
     return HorovodDist(hvd)
+
+
+class ElasticHooks:
+    """What the loop tells Horovod's elastic state: samples done, and when to commit."""
+
+    def __init__(self, state: Any, sampler: Any, commit_every: int) -> None:
+        self.state = state
+        self.sampler = sampler
+        self.commit_every = commit_every
+        self.steps = 0
+
+    def after_step(self, samples_per_rank: int) -> None:
+        self.sampler.record_batch(self.steps, samples_per_rank)
+        self.steps += 1
+        if self.steps % self.commit_every == 0:
+            self.state.commit()  # Horovod: a point to roll back to if a worker is lost
+
+    def end_epoch(self, epochs_done: int) -> None:
+        self.state.epoch = epochs_done
+        self.sampler.set_epoch(epochs_done)
+        self.state.commit()
+
+
+def elastic_sampler(dataset: Any, shuffle: bool, seed: int) -> Any:
+    """A sampler that re-shards the epoch's remaining samples when the world changes."""
+    from horovod.torch.elastic import ElasticSampler
+
+    return ElasticSampler(dataset, shuffle=shuffle, seed=seed)
+
+
+def run_elastic(model: nn.Module, optimizer: torch.optim.Optimizer, sampler: Any, start_epoch: int,
+                commit_every: int, body: Any, on_reset: Any) -> Any:
+    """Run ``body(start_epoch, hooks)`` under Horovod elastic: when a worker is lost (or added), the
+    survivors roll back to the last commit, re-form the world, call ``on_reset`` and run ``body``
+    again from the committed epoch."""
+    import horovod.torch as hvd
+
+    state = hvd.elastic.TorchState(model=model, optimizer=optimizer, train_sampler=sampler, epoch=start_epoch)
+    state.register_reset_callbacks([on_reset])
+    hooks = ElasticHooks(state, sampler, commit_every)
+
+    @hvd.elastic.run  # type: ignore[untyped-decorator]
+    def train(state: Any) -> Any:
+        return body(state.epoch, hooks)
+
+    return train(state)

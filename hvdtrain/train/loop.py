@@ -20,7 +20,7 @@ from torch.utils.data.distributed import DistributedSampler
 from hvdtrain.supervisor import ProgressFile
 from hvdtrain.train.config import TrainConfig, epoch_seed, lr_at
 from hvdtrain.train.data import DataSplit, Samples, val_shard
-from hvdtrain.train.dist import Dist
+from hvdtrain.train.dist import Dist, ElasticHooks, elastic_sampler
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -35,6 +35,7 @@ class Runtime:
     data: DataSplit
     scaler: Any = None  # torch.amp.GradScaler with --amp fp16
     progress: ProgressFile | None = None  # last finished step, for failure reports
+    elastic: ElasticHooks | None = None  # set inside an elastic run
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.cfg.amp == "none":
@@ -77,8 +78,9 @@ def param_checksum(model: nn.Module) -> str:
 
 def build_train_loader(train: Samples, dist: Dist, cfg: TrainConfig) -> DataLoader[Batch]:
     # Horovod: each rank reads its own shard; all shards have the same length, and dropping
-    # the last partial batch keeps every rank's step count and batch size equal.
-    sampler: DistributedSampler[Batch] = DistributedSampler(
+    # the last partial batch keeps every rank's step count and batch size equal. Elastic runs
+    # use Horovod's sampler, which re-shards what is left of the epoch when the world changes.
+    sampler: Any = elastic_sampler(train, cfg.shuffle, cfg.seed) if cfg.elastic else DistributedSampler(
         train, num_replicas=dist.size, rank=dist.rank, shuffle=cfg.shuffle, seed=cfg.seed)
     return DataLoader(train, batch_size=cfg.batch_size, sampler=sampler, drop_last=True)
 
@@ -143,6 +145,8 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Data
                     group["lr"] = lr
                 optimizer_step(optimizer, model, rt)
                 optimizer.zero_grad()
+                if rt.elastic is not None:
+                    rt.elastic.after_step(len(y) * accumulate)
                 if rt.progress is not None:
                     rt.progress.update(epoch + 1, index // accumulate + 1)
             loss_sum += loss.item() * len(y)
@@ -177,10 +181,10 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: DataLo
     started = time.perf_counter()
     steps = steps_per_epoch(train_loader, cfg.accumulate)
     for epoch in range(start_epoch, cfg.epochs):
-        # Same sample order and randomness for epoch e whether or not the run was resumed.
-        sampler = train_loader.sampler
-        assert isinstance(sampler, DistributedSampler)
-        sampler.set_epoch(epoch)
+        # Same sample order and randomness for epoch e whether or not the run was resumed. (The
+        # elastic sampler moves to the next epoch when one ends, keeping a half-done epoch's place.)
+        if rt.elastic is None:
+            train_loader.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
         torch.manual_seed(epoch_seed(cfg.seed, epoch, dist.rank))
 
         def lr_for_step(step: int, first: int = epoch * steps) -> float:

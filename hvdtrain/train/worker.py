@@ -5,11 +5,13 @@ from __future__ import annotations
 import socket
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from hvdtrain.errors import HvdtrainError
 from hvdtrain.hosts import Slot
@@ -17,7 +19,7 @@ from hvdtrain.supervisor import ProgressFile
 from hvdtrain.train import checkpoint, records
 from hvdtrain.train.config import TrainConfig, choose_device, default_threads, usable_cores
 from hvdtrain.train.data import load_dataset
-from hvdtrain.train.dist import Dist, ReduceOptions, init_dist
+from hvdtrain.train.dist import Dist, ReduceOptions, init_dist, run_elastic
 from hvdtrain.train.loop import (
     EpochMetrics,
     Runtime,
@@ -84,6 +86,28 @@ def place(model: nn.Module, cfg: TrainConfig, dist: Dist) -> str:
     return device
 
 
+def train_epochs(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: DataLoader[Any], rt: Runtime,
+                 start_epoch: int) -> tuple[EpochMetrics | None, Throughput, DataLoader[Any]]:
+    """Epochs from ``start_epoch`` on; rank 0 reports each one and writes its checkpoint."""
+    cfg, dist = rt.cfg, rt.dist
+    is_root = dist.rank == 0
+    val_loader = build_val_loader(rt.data.val, dist, cfg.batch_size)  # the shard of this world
+    last: EpochMetrics | None = None
+    total = Throughput(0, 0.0)
+    for metrics, speed in fit(model, optimizer, train_loader, val_loader, rt, start_epoch,
+                              show_progress=is_root and sys.stdout.isatty()):
+        last, total = metrics, Throughput(total.samples + speed.samples, total.seconds + speed.seconds)
+        if is_root:
+            records.report_epoch(metrics, cfg)
+            if cfg.checkpoint_dir is not None:
+                state = checkpoint.build_checkpoint(model, optimizer, metrics.epoch, cfg, dist.size)
+                checkpoint.write_checkpoint(checkpoint.checkpoint_path(cfg.checkpoint_dir, metrics.epoch), state,
+                                            keep=cfg.keep_checkpoints)
+        if rt.elastic is not None:
+            rt.elastic.end_epoch(metrics.epoch)
+    return last, total, val_loader
+
+
 def run_worker(cfg: TrainConfig, env: Mapping[str, str], argv: Sequence[str]) -> Summary:
     """Train on this rank; rank 0 writes metrics, checkpoints, the summary and the run record."""
     started = records.now()
@@ -104,18 +128,17 @@ def run_worker(cfg: TrainConfig, env: Mapping[str, str], argv: Sequence[str]) ->
             (cfg.out / "metrics.jsonl").write_text("")
 
     train_loader = build_train_loader(data.train, dist, cfg)
-    val_loader = build_val_loader(data.val, dist, cfg.batch_size)
-    last: EpochMetrics | None = None
-    total = Throughput(0, 0.0)
-    for metrics, speed in fit(model, optimizer, train_loader, val_loader, rt, start_epoch,
-                              show_progress=is_root and sys.stdout.isatty()):
-        last, total = metrics, Throughput(total.samples + speed.samples, total.seconds + speed.seconds)
-        if is_root:
-            records.report_epoch(metrics, cfg)
-            if cfg.checkpoint_dir is not None:
-                state = checkpoint.build_checkpoint(model, optimizer, metrics.epoch, cfg, dist.size)
-                checkpoint.write_checkpoint(checkpoint.checkpoint_path(cfg.checkpoint_dir, metrics.epoch), state,
-                                            keep=cfg.keep_checkpoints)
+    if cfg.elastic:
+        def on_reset() -> None:
+            print(f"elastic reset: {dist.size} rank(s) now, this is rank {dist.rank}", flush=True)
+
+        last, total, val_loader = run_elastic(
+            model, optimizer, train_loader.sampler, start_epoch, cfg.commit_every,
+            lambda epoch, hooks: train_epochs(model, optimizer, train_loader, replace(rt, elastic=hooks), epoch),
+            on_reset)
+    else:
+        last, total, val_loader = train_epochs(model, optimizer, train_loader, rt, start_epoch)
+    is_root = dist.rank == 0  # an elastic run may have a new rank 0
 
     # The last epoch is always evaluated; a resumed run that had already finished trains no epoch.
     if last is not None and last.val_loss is not None and last.val_acc is not None:
