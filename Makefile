@@ -8,12 +8,12 @@ PY := $(abspath $(VENV))/bin/python
 HVDTRAIN := $(abspath $(VENV))/bin/hvdtrain
 STAMP := $(VENV)/.hvdtrain-installed
 SYSTEM_PACKAGES := openmpi-bin libopenmpi-dev cmake g++ make slurm-client \
-  openssh-server openssh-client iproute2
+  openssh-server openssh-client iproute2 slurmctld slurmd munge libpmix-dev
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 PIP := $(PY) -m pip install -q --disable-pip-version-check
 DEMO_OUT ?= runs/demo
 
-.PHONY: install system-packages demo test lint clean
+.PHONY: install system-packages demo test lint clean slurm-up slurm-down
 
 install: $(STAMP)
 
@@ -46,6 +46,13 @@ lint: install
 
 test: install lint
 	$(PY) -m pytest
+
+# A real two-node Slurm cluster on this machine (state in .slurm/); then `. .slurm/env`.
+slurm-up: install
+	bash slurm/local-cluster.sh up
+
+slurm-down:
+	bash slurm/local-cluster.sh down
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -16,7 +16,7 @@ import click
 
 import hvdtrain
 from hvdtrain.errors import HvdtrainError
-from hvdtrain.failure import default_run_dir, write_failure_report
+from hvdtrain.failure import PREEMPTED_EXIT, default_run_dir, write_failure_report
 from hvdtrain.hostfile import FORMATS, format_hosts, read_hostfile
 from hvdtrain.hosts import Host, assign_ranks, check_np, parse_host_list
 from hvdtrain.launch.choose import build_parts, choose_launcher, render_explanation
@@ -29,6 +29,7 @@ from hvdtrain.launch.plan import (
     launch_env,
     supervisor_prefix,
 )
+from hvdtrain.slurm.command import slurm
 from hvdtrain.ssh import SshSettings
 from hvdtrain.train.command import train
 
@@ -183,7 +184,10 @@ def run(ctx: click.Context, np_: int, hosts: str | None, hostfile: Path | None, 
         click.echo(render_explanation(parts, choice), err=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     code = run_argv(flatten(parts), env)
-    if code != 0:
+    if code == PREEMPTED_EXIT:
+        click.echo(f"hvdtrain: the job stopped on a preemption signal after saving a checkpoint (exit {code})",
+                   err=True)
+    elif code != 0:
         click.echo(write_failure_report(run_dir, plan.np, code), err=True)
     ctx.exit(code)
 
@@ -240,7 +244,9 @@ def show(path: Path, fmt: str, np_: int | None, map_by: str) -> None:
 @click.option("--nodelist", default=None, help="Slurm hostlist [default: $SLURM_JOB_NODELIST].")
 @click.option("--tasks-per-node", default=None, help="e.g. 2(x3),1 [default: $SLURM_TASKS_PER_NODE].")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="openmpi", show_default=True)
-def from_slurm(nodelist: str | None, tasks_per_node: str | None, fmt: str) -> None:
+@click.option("--hostnames", is_flag=True,
+              help="Use each node's NodeHostname (from scontrol) instead of its Slurm node name.")
+def from_slurm(nodelist: str | None, tasks_per_node: str | None, fmt: str, hostnames: bool) -> None:
     """Print the hostfile of a Slurm allocation (inside sbatch/salloc, or from explicit values).
 
     \b
@@ -248,9 +254,13 @@ def from_slurm(nodelist: str | None, tasks_per_node: str | None, fmt: str) -> No
       hvdtrain hostfile from-slurm > hosts   # inside an allocation
       hvdtrain hostfile from-slurm --nodelist 'node[01-03]' --tasks-per-node '4(x3)' --format mpich
     """
-    from hvdtrain.slurm.nodelist import hosts_from_slurm
+    from hvdtrain.detect import detect_node_hostnames
+    from hvdtrain.slurm.nodelist import hosts_from_slurm, parse_node_hostnames, to_hostnames
 
-    click.echo(format_hosts(hosts_from_slurm(os.environ, nodelist, tasks_per_node), fmt), nl=False)
+    hosts = hosts_from_slurm(os.environ, nodelist, tasks_per_node)
+    if hostnames:
+        hosts = to_hostnames(hosts, parse_node_hostnames(detect_node_hostnames()))
+    click.echo(format_hosts(hosts, fmt), nl=False)
 
 
 @hostfile.command()
@@ -273,6 +283,7 @@ def convert(path: Path, fmt: str, output: Path | None) -> None:
 
 
 cli.add_command(train)
+cli.add_command(slurm)
 
 
 @cli.command(hidden=True, context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})

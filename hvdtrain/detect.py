@@ -68,3 +68,12 @@ def detect_srun_mpi_plugins() -> tuple[str, ...] | None:
         return None
     done = subprocess.run([path, "--mpi=list"], capture_output=True, text=True, timeout=30, check=False)
     return parse_srun_mpi_list(done.stdout + done.stderr)
+
+
+def detect_node_hostnames() -> str:
+    """``scontrol show node -o``: every node's NodeName and NodeHostName (empty without scontrol)."""
+    path = shutil.which("scontrol")
+    if path is None:
+        return ""
+    done = subprocess.run([path, "show", "node", "-o"], capture_output=True, text=True, timeout=30, check=False)
+    return done.stdout

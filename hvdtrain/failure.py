@@ -14,6 +14,7 @@ from typing import Any
 # Launchers put a rank's number in one of these (mpirun, srun --mpi=pmix, horovodrun, MPICH, srun).
 RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "HOROVOD_RANK", "PMI_RANK", "SLURM_PROCID")
 RUN_DIR_VARIABLE = "HVDTRAIN_RUN_DIR"  # where a supervised rank may write its progress
+PREEMPTED_EXIT = 75  # EX_TEMPFAIL: every rank saved its place and stopped on Slurm's signal
 _MISSING = re.compile(r"^\s*(?:\[[^\]]*\]<\w+>:)?\s*(\d+)(!?): \[(.*)\]\s*$")
 
 

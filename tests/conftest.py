@@ -67,3 +67,16 @@ def two_hosts(tmp_path_factory):
 
     with test_hosts(tmp_path_factory.mktemp("hosts")) as hosts:
         yield hosts
+
+
+@pytest.fixture(scope="session")
+def slurm_env(tmp_path_factory):
+    """A real Slurm cluster (slurmctld + two slurmd) for this session, on ports of its own; the
+    environment that points sbatch, scontrol and hvdtrain slurm at it."""
+    state = tmp_path_factory.mktemp("slurm")
+    script = str(REPO / "slurm" / "local-cluster.sh")
+    env = {**os.environ, "HVDTRAIN_SLURM_PORT": "17817"}
+    up = subprocess.run(["bash", script, "up", str(state)], env=env, capture_output=True, text=True, timeout=300)
+    assert up.returncode == 0, up.stdout + up.stderr
+    yield {**env, "SLURM_CONF": str(state / "slurm.conf")}
+    subprocess.run(["bash", script, "down", str(state)], env=env, capture_output=True, timeout=120)

@@ -56,7 +56,7 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
 def test_keep_only_the_newest(tmp_path):
     for epoch in range(1, 6):
         checkpoint.write_checkpoint(checkpoint.checkpoint_path(tmp_path, epoch), _state(epoch), keep=2)
-    assert [epoch for epoch, _ in checkpoint.list_checkpoints(tmp_path)] == [4, 5]
+    assert [place for place, _ in checkpoint.list_checkpoints(tmp_path)] == [(4, 0), (5, 0)]
     assert len(list(tmp_path.glob("*.sha256"))) == 2
 
 
@@ -84,3 +84,10 @@ def test_state_checksum_sees_parameters_and_optimizer_state():
     assert before != after_step
     optimizer.state_dict()["state"][0]["momentum_buffer"].add_(1.0)
     assert checkpoint.state_checksum(model, optimizer) != after_step
+
+
+def test_preemption_checkpoints_sort_between_epochs(tmp_path):
+    for epoch, step in ((1, 0), (1, 17), (2, 0), (0, 5)):
+        checkpoint.write_checkpoint(checkpoint.checkpoint_path(tmp_path, epoch, step), _state(epoch))
+    assert [path.name for _, path in checkpoint.list_checkpoints(tmp_path)] == [
+        "ckpt-epoch00000-step000005.pt", "ckpt-epoch00001.pt", "ckpt-epoch00001-step000017.pt", "ckpt-epoch00002.pt"]

@@ -88,7 +88,7 @@ def test_resume_skips_a_corrupt_newest_checkpoint(tmp_path):
                     str(ckpt), "--resume", "--out", str(tmp_path / "resumed"))
     assert done.returncode == 0, done.stderr[-2000:]
     assert "ckpt-epoch00003.pt is corrupt" in done.stderr and "using ckpt-epoch00002.pt" in done.stderr
-    assert "resuming from" in done.stdout and "(epoch 2 done)" in done.stdout
+    assert "resuming from" in done.stdout and "(epoch 2 done, 0 steps into the next)" in done.stdout
     resumed = json.loads((tmp_path / "resumed" / "summary.json").read_text())
     assert resumed["param_checksum"] == straight["param_checksum"]  # epochs 3 and 4 trained again, exactly
 

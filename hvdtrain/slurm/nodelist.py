@@ -6,6 +6,7 @@ python-hostlist's, a package HPC sites maintain, rather than a hand-written one.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 import hostlist
@@ -59,3 +60,23 @@ def hosts_from_slurm(env: Mapping[str, str], nodelist: str | None = None,
         raise HvdtrainError("no Slurm allocation: SLURM_JOB_NODELIST is not set",
                             "run inside sbatch/salloc, or pass --nodelist 'node[01-02]'")
     return hosts_from_nodelist(nodes, tasks_per_node or env.get("SLURM_TASKS_PER_NODE"))
+
+
+def parse_node_hostnames(scontrol_nodes: str) -> dict[str, str]:
+    """NodeName -> NodeHostname from ``scontrol show node -o`` (they differ when nodes have aliases)."""
+    mapping = {}
+    for line in scontrol_nodes.splitlines():
+        name = re.search(r"\bNodeName=(\S+)", line)
+        host = re.search(r"\bNodeHostName=(\S+)", line)
+        if name and host:
+            mapping[name.group(1)] = host.group(1)
+    return mapping
+
+
+def to_hostnames(hosts: tuple[Host, ...], hostnames: Mapping[str, str]) -> tuple[Host, ...]:
+    """Hosts renamed to the machines' hostnames; nodes on one machine merge, adding their slots."""
+    merged: dict[str, int] = {}
+    for host in hosts:
+        name = hostnames.get(host.name, host.name)
+        merged[name] = merged.get(name, 0) + host.slots
+    return tuple(Host(name, slots) for name, slots in merged.items())

@@ -18,20 +18,21 @@ from hvdtrain.errors import HvdtrainError
 from hvdtrain.train.config import TrainConfig
 
 SCHEMA_VERSION = 1
-_NAME = re.compile(r"^ckpt-epoch(\d+)\.pt$")
+_NAME = re.compile(r"^ckpt-epoch(\d+)(?:-step(\d+))?\.pt$")
 
 
-def checkpoint_path(directory: Path, epoch: int) -> Path:
-    return directory / f"ckpt-epoch{epoch:05d}.pt"
+def checkpoint_path(directory: Path, epoch: int, step: int = 0) -> Path:
+    """``ckpt-epochE.pt`` after E whole epochs; ``ckpt-epochE-stepS.pt`` S steps into the next."""
+    return directory / (f"ckpt-epoch{epoch:05d}.pt" if not step else f"ckpt-epoch{epoch:05d}-step{step:06d}.pt")
 
 
-def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
-    """(completed epochs, path) of every checkpoint in ``directory``, oldest first."""
+def list_checkpoints(directory: Path) -> list[tuple[tuple[int, int], Path]]:
+    """((completed epochs, steps into the next), path) of every checkpoint, oldest first."""
     found = []
     for path in directory.iterdir():
         match = _NAME.match(path.name)
         if match:
-            found.append((int(match.group(1)), path))
+            found.append(((int(match.group(1)), int(match.group(2) or 0)), path))
     return sorted(found)
 
 
@@ -48,20 +49,21 @@ def find_latest(directory: Path) -> Path:
 
 
 def build_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
-                     cfg: TrainConfig, world_size: int) -> dict[str, Any]:
+                     cfg: TrainConfig, world_size: int, step: int = 0) -> dict[str, Any]:
     """Everything a resumed run needs to continue exactly where this one stopped."""
     config = {key: str(value) if isinstance(value, Path) else value for key, value in asdict(cfg).items()}
     return {
         "schema_version": SCHEMA_VERSION,
         "hvdtrain_version": hvdtrain.__version__,
         "epoch": epoch,
+        "step": step,  # optimizer steps already done in epoch `epoch + 1` (a preemption checkpoint)
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "config": config,
         "world_size": world_size,
         # The sampler order and torch RNG of epoch e derive from (seed, e) alone,
         # so these two numbers are the complete sampler and RNG state.
-        "sampler": {"seed": cfg.seed, "shuffle": cfg.shuffle, "next_epoch": epoch},
+        "sampler": {"seed": cfg.seed, "shuffle": cfg.shuffle, "next_epoch": epoch, "skip_steps": step},
         "rng": {"base_seed": cfg.seed, "next_epoch": epoch},
     }
 

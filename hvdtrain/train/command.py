@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import signal
 import socket
 import sys
 import traceback
@@ -17,6 +18,7 @@ import yaml
 from hvdtrain.errors import HvdtrainError
 from hvdtrain.failure import rank_from_env
 from hvdtrain.train.config import AMPS, COMPRESSIONS, DEVICES, LR_SCHEDULES, OPS, OPTIMIZERS, TrainConfig
+from hvdtrain.train.preempt import StopRequest
 
 NOT_CONFIG = ("config", "print_config")  # options that are about the config, not in it
 
@@ -123,6 +125,12 @@ PATH = click.Path(file_okay=False, path_type=Path)
               help="Survive lost workers (launch with hvdtrain run --elastic): roll back to the last commit.")
 @click.option("--commit-every", type=int, default=50, show_default=True,
               help="With --elastic: optimizer steps between commits.")
+@click.option("--auto-resume", is_flag=True,
+              help="Resume from --checkpoint-dir when it holds a checkpoint, else start fresh (for batch jobs).")
+@click.option("--preempt-signal", default="USR1", show_default=True,
+              help="With --checkpoint-dir: on this signal (and TERM) save the exact step and exit 75.")
+@click.option("--preempt-check-every", type=int, default=20, show_default=True,
+              help="Steps between the all-reduces that let every rank agree to stop.")
 @click.option("--keep-checkpoints", type=int, default=3, show_default=True, help="Keep the newest K checkpoints.")
 @click.option("--resume", is_flag=False, flag_value="", default=None, metavar="[DIR]",
               help="Continue from the newest checkpoint in DIR (default: --checkpoint-dir).")
@@ -140,10 +148,13 @@ def train(**options: Any) -> None:
         order = [param.name for param in click.get_current_context().command.params if param.name]
         click.echo(render_effective(options, order), nl=False)
         return
+    # Catch Slurm's warning signal before the slow imports, so one sent during start-up counts.
+    stop = StopRequest((signal.Signals[f"SIG{cfg.preempt_signal}"], signal.SIGTERM)) \
+        if cfg.checkpoint_dir and not cfg.elastic else None
     from hvdtrain.train.worker import run_worker
 
     try:
-        run_worker(cfg, os.environ, sys.argv)
+        run_worker(cfg, os.environ, sys.argv, stop)
     except HvdtrainError:
         raise  # raised alike on every rank: one line and exit 2
     except Exception:

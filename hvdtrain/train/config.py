@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +49,9 @@ class TrainConfig:
     keep_checkpoints: int = 3
     elastic: bool = False
     commit_every: int = 50
+    auto_resume: bool = False
+    preempt_signal: str = "USR1"
+    preempt_check_every: int = 20
 
     def __post_init__(self) -> None:
         _positive("--epochs", self.epochs)
@@ -64,6 +68,11 @@ class TrainConfig:
         _positive("--eval-every", self.eval_every)
         _positive("--keep-checkpoints", self.keep_checkpoints)
         _positive("--commit-every", self.commit_every)
+        _positive("--preempt-check-every", self.preempt_check_every)
+        if self.auto_resume and self.checkpoint_dir is None:
+            raise HvdtrainError("--auto-resume needs --checkpoint-dir", "add --checkpoint-dir DIR")
+        if not hasattr(signal.Signals, f"SIG{self.preempt_signal}"):
+            raise HvdtrainError(f"--preempt-signal {self.preempt_signal!r} is not a signal name", "e.g. USR1")
         if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
             raise HvdtrainError(f"--clip-grad-norm {self.clip_grad_norm} must be greater than 0", "e.g. 1.0")
         _choice("--optimizer", self.optimizer, OPTIMIZERS)

@@ -21,6 +21,7 @@ from hvdtrain.supervisor import ProgressFile
 from hvdtrain.train.config import TrainConfig, epoch_seed, lr_at
 from hvdtrain.train.data import DataSplit, Samples, val_shard
 from hvdtrain.train.dist import Dist, ElasticHooks, elastic_sampler
+from hvdtrain.train.preempt import Preempted, Preemption
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -36,6 +37,7 @@ class Runtime:
     scaler: Any = None  # torch.amp.GradScaler with --amp fp16
     progress: ProgressFile | None = None  # last finished step, for failure reports
     elastic: ElasticHooks | None = None  # set inside an elastic run
+    preemption: Preemption | None = None  # with --checkpoint-dir: stop cleanly on Slurm's signal
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.cfg.amp == "none":
@@ -95,9 +97,9 @@ def steps_per_epoch(loader: DataLoader[Batch], accumulate: int) -> int:
     return len(loader) // accumulate
 
 
-def _batches(loader: DataLoader[Batch], count: int, label: str, show_progress: bool
+def _batches(loader: DataLoader[Batch], skip: int, count: int, label: str, show_progress: bool
              ) -> contextlib.AbstractContextManager[Iterable[Batch]]:
-    batches = itertools.islice(loader, count)
+    batches = itertools.islice(loader, skip, count)
     if show_progress:
         return click.progressbar(batches, length=count, label=label, file=sys.stdout)  # type: ignore[return-value]
     return contextlib.nullcontext(batches)
@@ -124,16 +126,20 @@ def optimizer_step(optimizer: torch.optim.Optimizer, model: nn.Module, rt: Runti
 
 
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader[Batch],
-                lr_for_step: Callable[[int], float], rt: Runtime, epoch: int,
-                show_progress: bool) -> tuple[float, int, float]:
-    """One pass over this rank's shard; returns (sum of sample losses, samples, last LR)."""
+                lr_for_step: Callable[[int], float], rt: Runtime, epoch: int, show_progress: bool,
+                skip_steps: int = 0) -> tuple[float, int, float]:
+    """One pass over this rank's shard, after the ``skip_steps`` a preempted run already did;
+    returns (sum of sample losses, samples, last LR). Raises ``Preempted`` when all ranks agree
+    to stop."""
     model.train()
     accumulate = rt.cfg.accumulate
     loss_sum, samples, lr = 0.0, 0, 0.0
     optimizer.zero_grad()
-    count = steps_per_epoch(loader, accumulate) * accumulate
-    with _batches(loader, count, f"epoch {epoch + 1}/{rt.cfg.epochs}", show_progress) as batches:
-        for index, (x, y) in enumerate(batches):
+    steps = steps_per_epoch(loader, accumulate)
+    count = steps * accumulate
+    with _batches(loader, skip_steps * accumulate, count, f"epoch {epoch + 1}/{rt.cfg.epochs}",
+                  show_progress) as batches:
+        for index, (x, y) in enumerate(batches, start=skip_steps * accumulate):
             x, y = x.to(rt.device), y.to(rt.device)
             with rt.autocast():
                 loss = rt.data.loss(model(x), y)
@@ -147,6 +153,9 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Data
                 optimizer.zero_grad()
                 if rt.elastic is not None:
                     rt.elastic.after_step(len(y) * accumulate)
+                done = index // accumulate + 1
+                if rt.preemption is not None and rt.preemption.agreed(epoch * steps + done) and done < steps:
+                    raise Preempted(epoch, done)
                 if rt.progress is not None:
                     rt.progress.update(epoch + 1, index // accumulate + 1)
             loss_sum += loss.item() * len(y)
@@ -174,9 +183,10 @@ def evaluate(model: nn.Module, loader: DataLoader[Batch], rt: Runtime) -> tuple[
 
 
 def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: DataLoader[Batch],
-        val_loader: DataLoader[Batch], rt: Runtime, start_epoch: int,
-        show_progress: bool) -> Iterator[tuple[EpochMetrics, Throughput]]:
-    """Train epochs ``start_epoch+1 .. cfg.epochs``, yielding each epoch's metrics when it ends."""
+        val_loader: DataLoader[Batch], rt: Runtime, start_epoch: int, show_progress: bool,
+        start_step: int = 0) -> Iterator[tuple[EpochMetrics, Throughput]]:
+    """Train epochs ``start_epoch+1 .. cfg.epochs`` (the first from step ``start_step``), yielding
+    each epoch's metrics when it ends."""
     cfg, dist = rt.cfg, rt.dist
     started = time.perf_counter()
     steps = steps_per_epoch(train_loader, cfg.accumulate)
@@ -191,8 +201,9 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: DataLo
             return lr_at(first + step, steps, cfg, dist.size)
 
         tic = time.perf_counter()
+        skip, start_step = start_step, 0
         loss_sum, samples, lr = train_epoch(model, optimizer, train_loader, lr_for_step, rt, epoch,
-                                            show_progress)
+                                            show_progress, skip)
         seconds = time.perf_counter() - tic
 
         # Horovod: one all-reduce turns per-rank sums into global training metrics.

@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from hvdtrain.errors import HvdtrainError
+from hvdtrain.failure import PREEMPTED_EXIT
 from hvdtrain.hosts import Slot
 from hvdtrain.supervisor import ProgressFile
 from hvdtrain.train import checkpoint, records
@@ -31,6 +32,7 @@ from hvdtrain.train.loop import (
     param_checksum,
 )
 from hvdtrain.train.models import build_model
+from hvdtrain.train.preempt import Preempted, Preemption, StopRequest
 from hvdtrain.train.records import Summary
 
 
@@ -45,26 +47,18 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
 
 
-def restore(model: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig, dist: Dist) -> int:
+def restore(model: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig, dist: Dist) -> tuple[int, int]:
     """Rank 0 loads the newest good checkpoint; every rank learns the outcome, so a bad one stops
     all ranks with the same message instead of leaving them waiting. Then every rank takes rank
-    0's state and proves it did. Returns the number of epochs already done."""
-    outcome: tuple[int, tuple[str, str] | None] = (0, None)
-    if cfg.resume_from is not None and dist.rank == 0:
+    0's state and proves it did. Returns (epochs done, steps done in the next epoch)."""
+    wanted = cfg.resume_from is not None or cfg.auto_resume
+    outcome: tuple[tuple[int, int], tuple[str, str] | None] = ((0, 0), None)
+    if wanted and dist.rank == 0:
         try:
-            path, state, skipped = checkpoint.read_latest_good(cfg.resume_from)
-            for problem in skipped:
-                print(f"hvdtrain: warning: {problem}; using {path.name}", file=sys.stderr, flush=True)
-            if state["config"]["model"] != cfg.model:
-                raise HvdtrainError(f"{path} holds model {state['config']['model']!r}, not {cfg.model!r}",
-                                    f"resume with --model {state['config']['model']}")
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            outcome = (int(state["epoch"]), None)
-            print(f"resuming from {path} (epoch {outcome[0]} done)", flush=True)
+            outcome = (load_newest(model, optimizer, cfg), None)
         except HvdtrainError as exc:
-            outcome = (0, (exc.problem, exc.hint))
-    start_epoch, failure = dist.broadcast_object(outcome) if cfg.resume_from is not None else outcome
+            outcome = ((0, 0), (exc.problem, exc.hint))
+    place_done, failure = dist.broadcast_object(outcome) if wanted else outcome
     if failure is not None:
         raise HvdtrainError(*failure)
     dist.broadcast_state(model, optimizer)
@@ -73,7 +67,36 @@ def restore(model: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig
     if differing:
         raise HvdtrainError(f"after restoring, rank(s) {differing} hold different parameters or optimizer "
                             "state than rank 0", "check that every rank runs the same model and optimizer")
-    return start_epoch
+    return place_done
+
+
+def load_newest(model: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> tuple[int, int]:
+    """Rank 0: load the newest good checkpoint; with --auto-resume and none yet, start fresh."""
+    directory = cfg.resume_from or cfg.checkpoint_dir
+    assert directory is not None  # TrainConfig requires --checkpoint-dir with --auto-resume
+    if cfg.resume_from is None and not (directory.is_dir() and checkpoint.list_checkpoints(directory)):
+        print(f"no checkpoint in {directory} yet: starting from scratch", flush=True)
+        return 0, 0
+    path, state, skipped = checkpoint.read_latest_good(directory)
+    for problem in skipped:
+        print(f"hvdtrain: warning: {problem}; using {path.name}", file=sys.stderr, flush=True)
+    if state["config"]["model"] != cfg.model:
+        raise HvdtrainError(f"{path} holds model {state['config']['model']!r}, not {cfg.model!r}",
+                            f"resume with --model {state['config']['model']}")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    print(f"resuming from {path} (epoch {state['epoch']} done, {state['step']} steps into the next)", flush=True)
+    return int(state["epoch"]), int(state["step"])
+
+
+def save_preempted(model: nn.Module, optimizer: torch.optim.Optimizer, rt: Runtime, stop: Preempted) -> None:
+    """Every rank stopped at the same step; rank 0 saves exactly that step."""
+    cfg, dist = rt.cfg, rt.dist
+    if dist.rank == 0 and cfg.checkpoint_dir is not None:
+        path = checkpoint.checkpoint_path(cfg.checkpoint_dir, stop.epoch, stop.step)
+        state = checkpoint.build_checkpoint(model, optimizer, stop.epoch, cfg, dist.size, step=stop.step)
+        checkpoint.write_checkpoint(path, state, keep=cfg.keep_checkpoints)
+        print(f"hvdtrain: stopping on {cfg.preempt_signal}/TERM: saved {path}; exit {PREEMPTED_EXIT}", flush=True)
 
 
 def place(model: nn.Module, cfg: TrainConfig, dist: Dist) -> str:
@@ -87,7 +110,7 @@ def place(model: nn.Module, cfg: TrainConfig, dist: Dist) -> str:
 
 
 def train_epochs(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: DataLoader[Any], rt: Runtime,
-                 start_epoch: int) -> tuple[EpochMetrics | None, Throughput, DataLoader[Any]]:
+                 start_epoch: int, start_step: int = 0) -> tuple[EpochMetrics | None, Throughput, DataLoader[Any]]:
     """Epochs from ``start_epoch`` on; rank 0 reports each one and writes its checkpoint."""
     cfg, dist = rt.cfg, rt.dist
     is_root = dist.rank == 0
@@ -95,7 +118,7 @@ def train_epochs(model: nn.Module, optimizer: torch.optim.Optimizer, train_loade
     last: EpochMetrics | None = None
     total = Throughput(0, 0.0)
     for metrics, speed in fit(model, optimizer, train_loader, val_loader, rt, start_epoch,
-                              show_progress=is_root and sys.stdout.isatty()):
+                              show_progress=is_root and sys.stdout.isatty(), start_step=start_step):
         last, total = metrics, Throughput(total.samples + speed.samples, total.seconds + speed.seconds)
         if is_root:
             records.report_epoch(metrics, cfg)
@@ -108,7 +131,8 @@ def train_epochs(model: nn.Module, optimizer: torch.optim.Optimizer, train_loade
     return last, total, val_loader
 
 
-def run_worker(cfg: TrainConfig, env: Mapping[str, str], argv: Sequence[str]) -> Summary:
+def run_worker(cfg: TrainConfig, env: Mapping[str, str], argv: Sequence[str],
+               stop_request: StopRequest | None = None) -> Summary:
     """Train on this rank; rank 0 writes metrics, checkpoints, the summary and the run record."""
     started = records.now()
     data = load_dataset(cfg.dataset, cfg.seed, cfg.label_column)  # bad specs fail before joining the job
@@ -117,14 +141,15 @@ def run_worker(cfg: TrainConfig, env: Mapping[str, str], argv: Sequence[str]) ->
     dist = init_dist(env)
     is_root = dist.rank == 0
     device = place(model, cfg, dist)  # checks --device and --amp before anything uses them
+    preemption = Preemption(dist, stop_request, cfg.preempt_check_every) if stop_request else None
     rt = Runtime(cfg, dist, device, data, torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None,
-                 ProgressFile(env))
+                 ProgressFile(env), preemption=preemption)
     optimizer = dist.wrap_optimizer(build_optimizer(model, cfg), model,
                                     ReduceOptions(cfg.compression, cfg.op, cfg.accumulate))
-    start_epoch = restore(model, optimizer, cfg, dist)
+    start_epoch, start_step = restore(model, optimizer, cfg, dist)
     if is_root and cfg.out is not None:
         cfg.out.mkdir(parents=True, exist_ok=True)
-        if start_epoch == 0:
+        if (start_epoch, start_step) == (0, 0):
             (cfg.out / "metrics.jsonl").write_text("")
 
     train_loader = build_train_loader(data.train, dist, cfg)
@@ -137,7 +162,11 @@ def run_worker(cfg: TrainConfig, env: Mapping[str, str], argv: Sequence[str]) ->
             lambda epoch, hooks: train_epochs(model, optimizer, train_loader, replace(rt, elastic=hooks), epoch),
             on_reset)
     else:
-        last, total, val_loader = train_epochs(model, optimizer, train_loader, rt, start_epoch)
+        try:
+            last, total, val_loader = train_epochs(model, optimizer, train_loader, rt, start_epoch, start_step)
+        except Preempted as stop:
+            save_preempted(model, optimizer, rt, stop)
+            sys.exit(PREEMPTED_EXIT)
     is_root = dist.rank == 0  # an elastic run may have a new rank 0
 
     # The last epoch is always evaluated; a resumed run that had already finished trains no epoch.

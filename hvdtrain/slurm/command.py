@@ -1,0 +1,192 @@
+"""``hvdtrain slurm``: render, lint, submit, follow, cancel and read batch jobs."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from hvdtrain.errors import HvdtrainError
+from hvdtrain.slurm import jobs
+from hvdtrain.slurm.sbatch import LAUNCHERS, SbatchSpec, lint_script, read_template, render_script
+
+F = TypeVar("F", bound=Callable[..., Any])
+RUN_DIR = "hvdtrain-runs"
+
+
+def job_options(func: F) -> F:
+    """The resources and preemption handling of a job (shared by render and submit)."""
+    options = [
+        click.option("--launcher", type=click.Choice(LAUNCHERS), default="mpirun", show_default=True),
+        click.option("--template", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="Your own template (same variables as slurm/*.sbatch)."),
+        click.option("--job-name", default="hvdtrain", show_default=True),
+        click.option("--nodes", type=int, default=1, show_default=True),
+        click.option("--ntasks-per-node", type=int, default=1, show_default=True, help="Ranks per node."),
+        click.option("--cpus-per-task", type=int, default=None),
+        click.option("--gpus-per-node", type=int, default=None),
+        click.option("--time", "time_limit", default=None, help="Wall-clock limit, e.g. 1:00:00."),
+        click.option("--partition", default=None),
+        click.option("--account", default=None),
+        click.option("--output", default=None, help=f"Job output [default: {RUN_DIR}/slurm-%j.out]."),
+        click.option("--error", default=None, help="Job error output [default: with --output]."),
+        click.option("--signal", "signal_name", default="USR1", show_default=True,
+                     help="Signal Slurm sends before the time limit or on preemption."),
+        click.option("--signal-lead", type=int, default=120, show_default=True, help="Seconds of warning."),
+        click.option("--requeue/--no-requeue", default=True, show_default=True,
+                     help="Requeue the job when it stops on the signal after saving a checkpoint."),
+        click.option("--max-requeues", type=int, default=3, show_default=True),
+        click.option("--mpi-plugin", default="pmix", show_default=True, help="srun --mpi plugin (srun launcher)."),
+        click.option("--sbatch-arg", "extra", multiple=True, help="More #SBATCH options (repeatable)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def build_spec(command: tuple[str, ...], options: dict[str, Any]) -> SbatchSpec:
+    return SbatchSpec(
+        command=command, launcher=options["launcher"], job_name=options["job_name"], nodes=options["nodes"],
+        ntasks_per_node=options["ntasks_per_node"], cpus_per_task=options["cpus_per_task"],
+        gpus_per_node=options["gpus_per_node"], time=options["time_limit"], partition=options["partition"],
+        account=options["account"], output=options["output"] or f"{RUN_DIR}/slurm-%j.out", error=options["error"],
+        signal=options["signal_name"], signal_lead_s=options["signal_lead"], requeue=options["requeue"],
+        max_requeues=options["max_requeues"], mpi_plugin=options["mpi_plugin"], run_dir=RUN_DIR,
+        extra=tuple(options["extra"]), hvdtrain=str(Path(sys.executable).parent / "hvdtrain"),
+        produced_by=("hvdtrain", *sys.argv[1:]))
+
+
+def render(command: tuple[str, ...], options: dict[str, Any]) -> tuple[SbatchSpec, str]:
+    spec = build_spec(command, options)
+    return spec, render_script(spec, read_template(spec.launcher, options["template"]))
+
+
+def bash_syntax_problems(script: str) -> list[str]:
+    done = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True, check=False)
+    return [f"bash -n: {line}" for line in done.stderr.strip().splitlines()]
+
+
+COMMAND_CONTEXT = {"ignore_unknown_options": True, "allow_interspersed_args": False}
+
+
+@click.group()
+def slurm() -> None:
+    """Batch jobs on Slurm: render sbatch scripts, submit, follow, cancel, read logs."""
+
+
+@slurm.command("render", context_settings=COMMAND_CONTEXT)
+@job_options
+@click.option("--lint", is_flag=True, help="Also check the script; exit 1 if it has problems.")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.pass_context
+def render_command(ctx: click.Context, /, command: tuple[str, ...], lint: bool, **options: Any) -> None:
+    """Print the sbatch script for COMMAND.
+
+    \b
+    Example:
+      hvdtrain slurm render --nodes 2 --ntasks-per-node 4 --time 1:00:00 --lint -- \\
+        hvdtrain train --checkpoint-dir ckpt --auto-resume --epochs 90
+    """
+    spec, script = render(command, options)
+    click.echo(script, nl=False)
+    if lint:
+        problems = lint_script(spec, script) + bash_syntax_problems(script)
+        for problem in problems:
+            click.echo(f"lint: {problem}", err=True)
+        ctx.exit(1 if problems else 0)
+
+
+@slurm.command(context_settings=COMMAND_CONTEXT)
+@job_options
+@click.option("--wait", is_flag=True, help="Follow the job to its end; exit non-zero unless it COMPLETED.")
+@click.option("--dry-run", is_flag=True, help="Print the script and the sbatch command; submit nothing.")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.pass_context
+def submit(ctx: click.Context, /, command: tuple[str, ...], wait: bool, dry_run: bool, **options: Any) -> None:
+    """Render the script, write it next to the job's output, and sbatch it.
+
+    \b
+    Example:
+      hvdtrain slurm submit --nodes 2 --ntasks-per-node 4 --time 1:00:00 --wait -- \\
+        hvdtrain train --checkpoint-dir ckpt --auto-resume --epochs 90 --out runs/big
+    """
+    _, script = render(command, options)
+    path = Path(RUN_DIR) / f"{options['job_name']}-{time.strftime('%Y%m%d-%H%M%S')}.sbatch"
+    if dry_run:
+        click.echo(script, nl=False)
+        click.echo(f"# would run: {shlex.join(['sbatch', '--parsable', str(path)])}")
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(script)
+    job_id = jobs.submit_script(path)
+    click.echo(job_id)
+    if wait:
+        fields = jobs.wait_for_job(job_id)
+        state = fields.get("JobState", "?")
+        click.echo(f"job {job_id}: {state} (exit {fields.get('ExitCode')}, restarts {fields.get('Restarts')}); "
+                   f"output: {fields.get('StdOut')}", err=state != "COMPLETED")
+        ctx.exit(0 if state == "COMPLETED" else 1)
+
+
+@slurm.command()
+@click.argument("job_id")
+def status(job_id: str) -> None:
+    """Show a job's state, nodes, run time, restarts and output file.
+
+    \b
+    Example:
+      hvdtrain slurm status 1234
+    """
+    fields = jobs.show_job(job_id)
+    if fields is None:
+        raise HvdtrainError(f"job {job_id} is not known to Slurm", "it may have ended long ago; see its output file")
+    for key in ("JobId", "JobName", "JobState", "Reason", "NodeList", "RunTime", "TimeLimit", "Restarts",
+                "ExitCode", "StdOut"):
+        click.echo(f"{key:<10} {fields.get(key, '-')}")
+
+
+@slurm.command()
+@click.argument("job_id")
+def cancel(job_id: str) -> None:
+    """Cancel a job.
+
+    \b
+    Example:
+      hvdtrain slurm cancel 1234
+    """
+    jobs.cancel_job(job_id)
+    click.echo(f"cancelled {job_id}")
+
+
+@slurm.command()
+@click.argument("job_id")
+@click.option("--follow", is_flag=True, help="Keep printing until the job ends.")
+def logs(job_id: str, follow: bool) -> None:
+    """Print a job's output file.
+
+    \b
+    Example:
+      hvdtrain slurm logs 1234 --follow
+    """
+    fields = jobs.show_job(job_id)
+    if fields is None:
+        raise HvdtrainError(f"job {job_id} is not known to Slurm", "open its output file directly")
+    path, offset = Path(fields["StdOut"]), 0
+    while True:
+        if path.exists():
+            with path.open("rb") as handle:
+                handle.seek(offset)
+                chunk = handle.read()
+            offset += len(chunk)
+            sys.stdout.write(chunk.decode(errors="replace"))
+            sys.stdout.flush()
+        if not follow or (fields or {}).get("JobState") in jobs.TERMINAL:
+            return
+        time.sleep(1.0)
+        fields = jobs.show_job(job_id)

@@ -1,0 +1,135 @@
+"""Slurm: golden renders, quoting, and real jobs on a real local cluster (slurmctld + 2 slurmd)."""
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import HVDTRAIN, check_golden, hvdtrain
+
+from hvdtrain.slurm.sbatch import SbatchSpec, lint_script, read_template, render_script
+
+pytestmark = pytest.mark.mpi
+TRAIN = (HVDTRAIN, "train", "--model", "mlp", "--epochs", "2", "--out", "out")
+
+
+def _spec(**changes):
+    base = dict(command=("hvdtrain", "train", "--epochs", "10", "--out", "runs/x"), nodes=2, ntasks_per_node=4,
+                time="1:00:00", partition="gpu", account="proj", cpus_per_task=8, gpus_per_node=4,
+                extra=("--exclusive",), produced_by=("hvdtrain", "slurm", "render"))
+    return SbatchSpec(**{**base, **changes})
+
+
+@pytest.mark.parametrize("launcher", ["mpirun", "srun", "horovodrun"])
+def test_golden_renders(launcher):
+    spec = _spec(launcher=launcher)
+    script = render_script(spec, read_template(launcher, None))
+    check_golden(f"slurm_{launcher}.sbatch", script)
+    assert lint_script(spec, script) == []
+    assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
+
+
+def test_lint_finds_problems():
+    spec = _spec(gpus_per_node=2, requeue=True)
+    problems = lint_script(spec, "#SBATCH --ntasks=8\nsrun --ntasks=6 x\n")
+    assert any("no --signal" in p for p in problems) and any("--ntasks without" in p for p in problems)
+    assert any("2 GPUs per node but 4 ranks" in p for p in problems)
+    assert any("does not start 8 ranks" in p for p in problems)
+
+
+AWKWARD = ["a 0", "a'; echo foo", 'x"; touch CANARY; "', "$(touch CANARY)", "`touch CANARY`", "a;b|c&d"]
+
+
+@pytest.mark.parametrize("value", AWKWARD)
+def test_quoting_never_runs_the_payload(value, tmp_path):
+    # A stand-in for hvdtrain that records its arguments, one per line.
+    stub = tmp_path / "bin" / "hvdtrain"
+    stub.parent.mkdir()
+    stub.write_text('#!/bin/sh\nprintf "%s\\n" "$@" >> "$ARGS_LOG"\n')
+    stub.chmod(0o755)
+    spec = _spec(job_name=value, output=f"{value}/%j.out", command=("echo", value), hvdtrain=str(stub))
+    script = render_script(spec, read_template("mpirun", None))
+    assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
+    env = {"PATH": "/usr/bin:/bin", "SLURM_JOB_ID": "7", "SLURM_NTASKS": "8", "ARGS_LOG": str(tmp_path / "args")}
+    subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, check=False, capture_output=True)
+    assert not list(tmp_path.rglob("CANARY"))
+    assert value in (tmp_path / "args").read_text().splitlines()  # arrived verbatim, as one argument
+
+
+def _submit(env, cwd, *options, command=TRAIN, wait=True):
+    return hvdtrain("slurm", "submit", *options, *(["--wait"] if wait else []), "--", *command, env=env, cwd=cwd,
+                    timeout=300)
+
+
+@pytest.mark.parametrize(("launcher", "layout"), [("mpirun", ("--nodes", "2", "--ntasks-per-node", "1")),
+                                                  ("srun", ("--nodes", "2", "--ntasks-per-node", "1")),
+                                                  ("horovodrun", ("--nodes", "1", "--ntasks-per-node", "2"))])
+def test_each_template_runs_a_two_rank_job(launcher, layout, slurm_env, tmp_path):
+    done = _submit(slurm_env, tmp_path, "--launcher", launcher, *layout)
+    assert done.returncode == 0, done.stdout + done.stderr
+    job_id = done.stdout.split()[0]
+    assert f"job {job_id}: COMPLETED" in done.stdout
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and set(summary["rank_checksums"]) == {summary["param_checksum"]}
+    if launcher == "mpirun":  # two emulated nodes: the hostfile names both, one slot each
+        hosts = (tmp_path / "hvdtrain-runs" / f"slurm-{job_id}" / "hosts").read_text()
+        assert hosts == "node1 slots=1\nnode2 slots=1\n"
+
+
+def _state(job_id, env):
+    out = subprocess.run(["scontrol", "show", "job", "-o", job_id], env=env, capture_output=True, text=True).stdout
+    return dict(part.split("=", 1) for part in out.split() if "=" in part)
+
+
+def _wait_until(predicate, timeout=120):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.5)
+
+
+def test_preempted_job_checkpoints_requeues_and_finishes_exactly(slurm_env, tmp_path):
+    train = (HVDTRAIN, "train", "--model", "cnn", "--epochs", "3", "--batch-size", "16", "--checkpoint-dir",
+             "ckpt", "--auto-resume", "--preempt-check-every", "5", "--out", "out")
+    done = _submit(slurm_env, tmp_path, "--nodes", "1", "--ntasks-per-node", "2", command=train, wait=False)
+    assert done.returncode == 0, done.stderr
+    job_id = done.stdout.strip()
+    progress = tmp_path / "hvdtrain-runs" / f"slurm-{job_id}" / "rank-0.progress"
+    _wait_until(progress.exists)  # training is under way
+    subprocess.run(["scancel", "--signal=USR1", "--batch", job_id], env=slurm_env, check=True)
+    _wait_until(lambda: _state(job_id, slurm_env).get("JobState") == "COMPLETED", timeout=240)
+    assert _state(job_id, slurm_env)["Restarts"] == "1"
+    log = Path(_state(job_id, slurm_env)["StdOut"]).read_text()
+    assert "stopping on USR1/TERM: saved" in log and "requeueing job" in log and "resuming from" in log
+    straight = hvdtrain("run", "-np", "2", "--", *train[:-4], "--out", "straight", cwd=tmp_path, timeout=300)
+    assert straight.returncode == 0, straight.stderr
+    resumed = json.loads((tmp_path / "out" / "summary.json").read_text())
+    expected = json.loads((tmp_path / "straight" / "summary.json").read_text())
+    assert resumed["param_checksum"] == expected["param_checksum"]
+
+
+def test_status_logs_and_cancel_on_a_running_job(slurm_env, tmp_path):
+    done = _submit(slurm_env, tmp_path, command=("sh", "-c", "echo started; sleep 300"), wait=False)
+    job_id = done.stdout.strip()
+    _wait_until(lambda: _state(job_id, slurm_env).get("JobState") == "RUNNING")
+    status = hvdtrain("slurm", "status", job_id, env=slurm_env)
+    assert status.returncode == 0 and "RUNNING" in status.stdout and "node1" in status.stdout
+    _wait_until(lambda: "started" in hvdtrain("slurm", "logs", job_id, env=slurm_env).stdout)
+    assert hvdtrain("slurm", "cancel", job_id, env=slurm_env).stdout.strip() == f"cancelled {job_id}"
+    _wait_until(lambda: _state(job_id, slurm_env).get("JobState") == "CANCELLED")
+    follow = hvdtrain("slurm", "logs", job_id, "--follow", env=slurm_env, timeout=60)
+    assert follow.returncode == 0 and "started" in follow.stdout
+
+
+def test_submit_wait_reports_a_failed_job(slurm_env, tmp_path):
+    done = _submit(slurm_env, tmp_path, command=("sh", "-c", "echo going down; exit 3"))
+    assert done.returncode == 1
+    assert "FAILED" in done.stderr and "output: " in done.stderr and "slurm-" in done.stderr
+
+
+def test_dry_run_submits_nothing(slurm_env, tmp_path):
+    done = hvdtrain("slurm", "submit", "--dry-run", "--", "true", env=slurm_env, cwd=tmp_path)
+    assert done.returncode == 0 and done.stdout.startswith("#!/bin/bash")
+    assert "# would run: sbatch --parsable hvdtrain-runs/hvdtrain-" in done.stdout
+    assert not (tmp_path / "hvdtrain-runs").exists()
