@@ -13,7 +13,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 PIP := $(PY) -m pip install -q --disable-pip-version-check
 DEMO_OUT ?= runs/demo
 
-.PHONY: install system-packages demo test lint clean slurm-up slurm-down
+.PHONY: install system-packages demo test lint bench clean slurm-up slurm-down
 
 install: $(STAMP)
 
@@ -46,6 +46,13 @@ lint: install
 
 test: install lint
 	$(PY) -m pytest
+
+# Benchmarks (not part of `make test`): all-reduce per backend and training throughput against
+# DDP and the independent-process limit, written to bench-out/ (JSON, CSV, PNG).
+bench: install
+	$(HVDTRAIN) bench allreduce -np 2 --sizes 4K,64K,1M,16M,64M --out bench-out
+	$(HVDTRAIN) bench train -np 2 --rounds 3 --out bench-out
+	$(HVDTRAIN) bench model --params 44.5e6 --step-time 0.49 --bandwidth 3.125 --latency 25
 
 # A real two-node Slurm cluster on this machine (state in .slurm/); then `. .slurm/env`.
 slurm-up: install

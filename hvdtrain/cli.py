@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import click
 
 import hvdtrain
+from hvdtrain.bench.command import bench
 from hvdtrain.errors import HvdtrainError
 from hvdtrain.failure import PREEMPTED_EXIT, default_run_dir, write_failure_report
 from hvdtrain.hostfile import FORMATS, format_hosts, read_hostfile
@@ -284,6 +285,7 @@ def convert(path: Path, fmt: str, output: Path | None) -> None:
 
 cli.add_command(train)
 cli.add_command(slurm)
+cli.add_command(bench)
 
 
 @cli.command(hidden=True, context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})

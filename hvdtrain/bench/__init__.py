@@ -1,0 +1,1 @@
+"""Benchmarks: all-reduce bandwidth per backend, and a labelled model of scaling."""

@@ -1,0 +1,117 @@
+"""``hvdtrain bench train``: hvdtrain against torch DDP, the N-independent-process limit, a plain
+loop and itself at np=1, in interleaved rounds so drift in the machine hits every one alike."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from hvdtrain.bench.workloads import WORKLOADS
+from hvdtrain.errors import HvdtrainError
+
+CONFIGS = ("hvdtrain", "ddp", "independent", "plain", "hvdtrain_np1")
+EPOCHS = 2  # the first warms up; the second is timed
+
+
+def build_argv(config: str, workload: str, np_: int, out: Path, batch_size: int,
+               timeline: Path | None = None) -> list[str]:
+    """The command that measures one configuration (pure)."""
+    model, dataset = WORKLOADS[workload]
+    hvdtrain = str(Path(sys.executable).parent / "hvdtrain")
+    ranks = 1 if config in ("plain", "hvdtrain_np1") else np_
+    run = [hvdtrain, "run", "-np", str(ranks), "--output-dir", str(out / "logs")]
+    if timeline is not None:
+        run += ["--timeline", str(timeline)]
+    if config.startswith("hvdtrain"):
+        return [*run, "--", hvdtrain, "train", "--model", model, "--dataset", dataset, "--epochs", str(EPOCHS),
+                "--batch-size", str(batch_size), "--threads-per-rank", "1", "--eval-every", str(EPOCHS),
+                "--out", str(out)]
+    worker = [sys.executable, "-m", "hvdtrain.bench.baseline_worker", "--mode", config, "--model", model,
+              "--dataset", dataset, "--epochs", str(EPOCHS), "--batch-size", str(batch_size), "--out",
+              str(out / "speed")]
+    return worker if config == "plain" else [*run, "--", *worker]
+
+
+def read_speed(config: str, out: Path) -> float:
+    """Samples/s of all ranks together in the timed epoch."""
+    if config.startswith("hvdtrain"):
+        lines = (out / "metrics.jsonl").read_text().splitlines()
+        return float(json.loads(lines[-1])["samples_per_sec"])
+    return float(sum(json.loads(path.read_text())["samples_per_sec"] for path in out.glob("speed.rank*")))
+
+
+def measure(config: str, workload: str, np_: int, batch_size: int, timeline: Path | None = None) -> float:
+    with tempfile.TemporaryDirectory(prefix="hvdtrain-bench-") as tmp:
+        out = Path(tmp)
+        done = subprocess.run(build_argv(config, workload, np_, out, batch_size, timeline), capture_output=True,
+                              text=True, check=False)
+        if done.returncode != 0:
+            raise HvdtrainError(f"bench train: {config} on {workload} failed (exit {done.returncode})",
+                                (done.stderr.strip().splitlines() or ["no output"])[-1])
+        return read_speed(config, out)
+
+
+def summarize(samples: Mapping[str, Sequence[float]]) -> dict[str, Any]:
+    """Median and spread (half the range) per configuration, and the ratios users compare."""
+    configs = {name: {"samples_per_sec": statistics.median(values),
+                      "spread": (max(values) - min(values)) / 2} for name, values in samples.items()}
+    speed = {name: value["samples_per_sec"] for name, value in configs.items()}
+    return {"configs": configs, "ratios": {"vs_ddp": speed["hvdtrain"] / speed["ddp"],
+                                           "efficiency": speed["hvdtrain"] / speed["independent"],
+                                           "overhead_np1": speed["hvdtrain_np1"] / speed["plain"]}}
+
+
+def run_train_bench(np_: int, workloads: Sequence[str], rounds: int, batch_size: int, out: Path,
+                    timeline: Path | None) -> dict[str, Any]:
+    out.mkdir(parents=True, exist_ok=True)
+    samples: dict[str, dict[str, list[float]]] = {w: {c: [] for c in CONFIGS} for w in workloads}
+    for round_index in range(rounds):
+        for workload in workloads:
+            for config in CONFIGS:
+                trace = timeline if timeline and round_index == 0 and config == "hvdtrain" else None
+                samples[workload][config].append(measure(config, workload, np_, batch_size, trace))
+    report = {"world_size": np_, "rounds": rounds, "batch_size": batch_size,
+              "models": {workload: summarize(samples[workload]) for workload in workloads}}
+    (out / "train.json").write_text(json.dumps(report, indent=2) + "\n")
+    plot_train(report, out / "train.png")
+    return report
+
+
+def render_train_table(report: Mapping[str, Any]) -> str:
+    lines = [f"training throughput, samples/s (median of {report['rounds']} rounds +- half range), "
+             f"np={report['world_size']}, batch {report['batch_size']} per rank",
+             f"{'model':<12}" + "".join(f"{name:>18}" for name in CONFIGS) +
+             f"{'vs DDP':>9}{'eff.':>7}{'np1/plain':>11}"]
+    for name, model in report["models"].items():
+        cells = "".join(f"{model['configs'][c]['samples_per_sec']:>11.0f} +-{model['configs'][c]['spread']:>4.0f}"
+                        for c in CONFIGS)
+        ratios = model["ratios"]
+        lines.append(f"{name:<12}{cells}{ratios['vs_ddp']:>9.2f}{ratios['efficiency']:>7.2f}"
+                     f"{ratios['overhead_np1']:>11.2f}")
+    return "\n".join(lines)
+
+
+def plot_train(report: Mapping[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(report["models"])
+    figure, axes = plt.subplots(1, len(models), figsize=(4.5 * len(models), 4), dpi=100, squeeze=False)
+    for axis, name in zip(axes[0], models, strict=True):
+        configs = report["models"][name]["configs"]
+        axis.bar(list(CONFIGS), [configs[c]["samples_per_sec"] for c in CONFIGS],
+                 yerr=[configs[c]["spread"] for c in CONFIGS], color="tab:blue")
+        axis.set(title=name, ylabel="samples/s")
+        axis.tick_params(axis="x", labelrotation=30)
+    figure.suptitle(f"training throughput, np={report['world_size']}")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)

@@ -1,0 +1,98 @@
+"""Benchmarks: correct definitions and valid outputs (never speed)."""
+
+import json
+import struct
+
+import pytest
+from conftest import REPO, hvdtrain
+
+from hvdtrain.bench.allreduce import bandwidths, build_report, fit_alpha_beta, parse_sizes, render_csv
+from hvdtrain.bench.model import predict, ring_allreduce_seconds
+from hvdtrain.errors import HvdtrainError
+
+
+@pytest.mark.parametrize(("text", "sizes"), [("4K,1M", [4096, 1048576]), ("64", [64]), ("2G", [2 * 2**30]),
+                                             ("16MB, 8k", [16 * 2**20, 8192])])
+def test_parse_sizes(text, sizes):
+    assert parse_sizes(text) == sizes
+
+
+@pytest.mark.parametrize("text", ["", "0", "4X", "1.5M", "K"])
+def test_parse_sizes_rejects(text):
+    with pytest.raises(HvdtrainError, match="bad message size"):
+        parse_sizes(text)
+
+
+def test_bandwidth_definitions_follow_nccl_tests():
+    algbw, busbw = bandwidths(nbytes=10**9, time_us=1e6, world_size=4)  # 1 GB in 1 s over 4 ranks
+    assert algbw == pytest.approx(1.0) and busbw == pytest.approx(1.5)  # 2(n-1)/n = 1.5
+
+
+def test_fit_recovers_alpha_and_beta():
+    points = [(size, 50.0 + size / 2e9 * 1e6) for size in (4096, 65536, 2**20, 2**24)]  # 50 us, 2 GB/s
+    fit = fit_alpha_beta(points)
+    assert fit["alpha_us"] == pytest.approx(50.0, rel=1e-6) and fit["beta_gbps"] == pytest.approx(2.0, rel=1e-6)
+
+
+def test_report_and_csv_fields():
+    report = build_report(2, [{"backend": "mpi", "bytes": 1000, "time_us": 10.0},
+                              {"backend": "mpi", "bytes": 100000, "time_us": 100.0}])
+    assert set(report) == {"world_size", "results", "fit"} and set(report["fit"]) == {"mpi"}
+    assert set(report["results"][0]) == {"backend", "bytes", "time_us", "algbw_gbps", "busbw_gbps"}
+    assert render_csv(report).splitlines()[0] == "backend,bytes,time_us,algbw_gbps,busbw_gbps"
+
+
+def test_model_matches_hand_computed_values():
+    # 100 MB over 4 workers at 10 GB/s, 5 us: 2*3*5us + 2*3/4 * 0.1 s / 10 = 30 us + 15 ms.
+    assert ring_allreduce_seconds(1e8, 4, 10.0, 5.0) == pytest.approx(0.01503)
+    p = predict(params=25e6, step_s=0.1, nodes=4, bandwidth_gbps=10.0, latency_us=5.0)
+    assert p.efficiency_no_overlap == pytest.approx(0.1 / 0.11503)
+    assert p.efficiency_full_overlap == 1.0
+    assert predict(25e6, 0.1, 1, 10.0, 5.0).comm_s == 0.0
+
+
+def test_allreduce_bench_writes_valid_outputs(tmp_path):
+    out = tmp_path / "bench"
+    done = hvdtrain("bench", "allreduce", "-np", "2", "--sizes", "4K,64K", "--out", str(out), timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads((out / "allreduce.json").read_text())
+    assert report["world_size"] == 2
+    assert set(report["fit"]) == {"horovod_sum", "horovod_avg", "horovod_grouped", "mpi", "gloo"}
+    assert len(report["results"]) == 10 and all(row["time_us"] > 0 for row in report["results"])
+    assert len((out / "allreduce.csv").read_text().splitlines()) == 11
+    png = (out / "allreduce.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (1200, 450)
+    assert "all-reduce, 2 ranks" in done.stdout
+
+
+def test_model_command_labels_itself_a_model():
+    done = hvdtrain("bench", "model", "--params", "44.5e6", "--step-time", "0.49", "--bandwidth", "3.125",
+                    "--latency", "25", "--nodes", "128")
+    assert done.returncode == 0 and done.stdout.startswith("MODEL")
+    assert done.stdout.splitlines()[-1].split() == ["128", "0.1194", "0.804", "1.000"]
+
+
+def test_make_bench_exists_and_is_not_part_of_make_test():
+    makefile = (REPO / "Makefile").read_text()
+    assert "\nbench:" in makefile
+    test_target = makefile.split("\ntest:")[1].split("\n\n")[0]
+    assert "bench" not in test_target
+
+
+def test_train_bench_measures_every_configuration(tmp_path):
+    out = tmp_path / "bench"
+    timeline = tmp_path / "timeline.json"
+    done = hvdtrain("bench", "train", "-np", "2", "--models", "deep_narrow", "--rounds", "1", "--timeline",
+                    str(timeline), "--out", str(out), timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads((out / "train.json").read_text())
+    model = report["models"]["deep_narrow"]
+    assert report["world_size"] == 2 and set(model["configs"]) == {
+        "hvdtrain", "ddp", "independent", "plain", "hvdtrain_np1"}
+    assert all(c["samples_per_sec"] > 0 and c["spread"] == 0 for c in model["configs"].values())
+    assert set(model["ratios"]) == {"vs_ddp", "efficiency", "overhead_np1"}
+    assert model["ratios"]["vs_ddp"] == pytest.approx(
+        model["configs"]["hvdtrain"]["samples_per_sec"] / model["configs"]["ddp"]["samples_per_sec"])
+    assert (out / "train.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    trace = timeline.read_text()  # Horovod's timeline: a chrome://tracing JSON array of events
+    assert trace.startswith("[") and "ALLREDUCE" in trace
