@@ -27,6 +27,7 @@ from hvdtrain.launch.plan import (
     ElasticSettings,
     build_plan,
     flatten,
+    horovod_tuning,
     launch_env,
     supervisor_prefix,
 )
@@ -130,6 +131,11 @@ def doctor(ctx: click.Context, as_json: bool, hosts: str | None, hostfile: Path 
 @click.option("--timeline", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write a Horovod timeline (chrome://tracing JSON) here.")
 @click.option("--mpi-args", default="", metavar="'ARGS'", help="Extra launcher arguments, split like a shell would.")
+@click.option("--fusion-threshold-mb", type=click.FloatRange(min=0), default=None,
+              help="Horovod tensor fusion buffer (HOROVOD_FUSION_THRESHOLD) [Horovod: 128].")
+@click.option("--cycle-time-ms", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="How often Horovod's background thread batches requests (HOROVOD_CYCLE_TIME).")
+@click.option("--autotune", is_flag=True, help="Let Horovod tune fusion and cycle time while training.")
 @ssh_options
 @click.option("--network-interface", default=None, metavar="IFACE",
               help="Network interface the ranks talk over (e.g. ib0).")
@@ -146,7 +152,8 @@ def doctor(ctx: click.Context, as_json: bool, hosts: str | None, hostfile: Path 
 def run(ctx: click.Context, np_: int, hosts: str | None, hostfile: Path | None, launcher: str,
         env_flags: tuple[str, ...], output_dir: Path | None, stall_timeout: int, tag_output: bool,
         timeline: Path | None,
-        mpi_args: str, ssh_port: int | None, ssh_identity: Path | None, ssh_option: tuple[str, ...],
+        mpi_args: str, fusion_threshold_mb: float | None, cycle_time_ms: float | None, autotune: bool,
+        ssh_port: int | None, ssh_identity: Path | None, ssh_option: tuple[str, ...],
         network_interface: str | None, oversubscribe: bool, elastic: bool, min_np: int | None,
         max_np: int | None, host_discovery_script: Path | None, dry_run: bool, explain: bool,
         command: tuple[str, ...]) -> None:
@@ -166,8 +173,9 @@ def run(ctx: click.Context, np_: int, hosts: str | None, hostfile: Path | None, 
     env = launch_env(os.environ, sys.executable)
     run_dir = (output_dir or default_run_dir(env, Path.cwd(), time.strftime("%Y%m%d-%H%M%S"), os.getpid())).absolute()
     in_slurm = "SLURM_JOB_NODELIST" in env
+    tuning = horovod_tuning(fusion_threshold_mb, cycle_time_ms, autotune)
     plan = build_plan(np_, chosen, command, env, os.getuid(),
-                      slurm_hosts=hosts_from_slurm(env) if in_slurm else None, env_flags=env_flags,
+                      slurm_hosts=hosts_from_slurm(env) if in_slurm else None, env_flags=(*env_flags, *tuning),
                       supervisor=supervisor_prefix(str(Path(sys.executable).parent / "hvdtrain"), run_dir),
                       stall_timeout=stall_timeout, tag_output=tag_output, timeline=timeline,
                       launcher_args=tuple(_split_args(mpi_args)),
@@ -216,7 +224,12 @@ def _split_args(text: str) -> list[str]:
 
 @cli.group()
 def hostfile() -> None:
-    """Read, check and convert hostfiles (Open MPI, MPICH, Horovod -H, JSON)."""
+    """Read, check and convert hostfiles (Open MPI, MPICH, Horovod -H, JSON).
+
+    \b
+    Example:
+      hvdtrain hostfile show hostfiles/commented -np 6
+    """
 
 
 @hostfile.command()

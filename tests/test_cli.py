@@ -31,11 +31,23 @@ def test_doctor_exits_1_when_mpirun_is_missing(tmp_path):
     assert "problem: mpirun was not found on PATH: install Open MPI" in done.stdout
 
 
+def _commands(group, path=()):
+    for name, command in group.commands.items():
+        if not command.hidden:
+            yield (*path, name)
+            if hasattr(command, "commands"):
+                yield from _commands(command, (*path, name))
+
+
 def test_every_command_has_help_with_an_example():
-    for command in ([], ["doctor"], ["train"], ["run"]):
-        done = hvdtrain(*command, "--help")
-        assert done.returncode == 0 and "Usage:" in done.stdout
-    assert "Example" in hvdtrain("train", "--help").stdout
+    from hvdtrain.cli import cli
+
+    paths = list(_commands(cli))
+    assert len(paths) >= 17
+    for path in [(), *paths]:
+        done = hvdtrain(*path, "--help")
+        assert done.returncode == 0 and "Usage:" in done.stdout, path
+        assert "Example" in done.stdout, f"hvdtrain {' '.join(path)} --help shows no example"
     assert hvdtrain("--version").stdout.strip().startswith("hvdtrain, version ")
 
 

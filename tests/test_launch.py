@@ -12,6 +12,7 @@ from hvdtrain.launch.plan import (
     ElasticSettings,
     build_plan,
     flatten,
+    horovod_tuning,
     launch_env,
     parse_env_flags,
     select_env_names,
@@ -124,6 +125,14 @@ def test_elastic_horovodrun_plan():
     assert choice.name == "horovodrun" and "-H" not in argv
     assert argv[argv.index("--min-np"):argv.index("--min-np") + 6] == [
         "--min-np", "1", "--max-np", "4", "--host-discovery-script", "/jobs/discover.sh"]
+
+
+def test_horovod_tuning_settings():
+    assert horovod_tuning(None, None, False) == ()
+    assert horovod_tuning(64, 0.5, True) == ("HOROVOD_FUSION_THRESHOLD=67108864", "HOROVOD_CYCLE_TIME=0.5",
+                                             "HOROVOD_AUTOTUNE=1")
+    done = hvdtrain("run", "-np", "2", "--cycle-time-ms", "0.2", "--dry-run", "--", "true")
+    assert " -x HOROVOD_CYCLE_TIME=0.2 " in done.stdout
 
 
 def test_plan_needs_a_command():

@@ -11,7 +11,12 @@ from hvdtrain.errors import HvdtrainError
 
 @click.group()
 def bench() -> None:
-    """Measure all-reduce backends side by side; model scaling beyond this machine."""
+    """Measure all-reduce backends and training side by side; model scaling beyond this machine.
+
+    \b
+    Example:
+      hvdtrain bench allreduce -np 2 --out bench-out
+    """
 
 
 @bench.command()

@@ -94,6 +94,19 @@ def stall_settings(timeout_s: int) -> tuple[tuple[str, str], ...]:
             ("HOROVOD_STALL_SHUTDOWN_TIME_SECONDS", str(timeout_s)))
 
 
+def horovod_tuning(fusion_threshold_mb: float | None, cycle_time_ms: float | None,
+                   autotune: bool) -> tuple[str, ...]:
+    """``NAME=VALUE`` settings of Horovod's runtime, for ``-x``."""
+    settings = []
+    if fusion_threshold_mb is not None:
+        settings.append(f"HOROVOD_FUSION_THRESHOLD={int(fusion_threshold_mb * 2**20)}")
+    if cycle_time_ms is not None:
+        settings.append(f"HOROVOD_CYCLE_TIME={cycle_time_ms:g}")
+    if autotune:
+        settings.append("HOROVOD_AUTOTUNE=1")
+    return tuple(settings)
+
+
 def supervisor_prefix(hvdtrain_exe: str, run_dir: Path) -> tuple[str, ...]:
     return (hvdtrain_exe, "supervise", "--run-dir", str(run_dir), "--")
 

@@ -77,7 +77,12 @@ COMMAND_CONTEXT = {"ignore_unknown_options": True, "allow_interspersed_args": Fa
 
 @click.group()
 def slurm() -> None:
-    """Batch jobs on Slurm: render sbatch scripts, submit, follow, cancel, read logs."""
+    """Batch jobs on Slurm: render sbatch scripts, submit, follow, cancel, read logs.
+
+    \b
+    Example:
+      hvdtrain slurm submit --nodes 2 --ntasks-per-node 4 --time 1:00:00 -- hvdtrain train --epochs 5
+    """
 
 
 @slurm.command("render", context_settings=COMMAND_CONTEXT)
