@@ -76,8 +76,10 @@ def supervise(command: Sequence[str], run_dir: Path, env: Mapping[str, str]) -> 
 
 
 def copy_output(streams: dict[int, BinaryIO], log: BinaryIO, tail: collections.deque[str]) -> None:
-    """Copy each child pipe to its own stream as it arrives, and whole lines of both to the log
-    (so lines of stdout and stderr never interleave mid-line) until both pipes close."""
+    """Copy each child pipe to its own stream and both to the log, a whole line at a time, until
+    both pipes close. Whole lines matter: the launcher merges every rank's output, and a line
+    written in two pieces (Python prints text and newline separately) could get another rank's
+    line spliced into it."""
     partial = {fd: b"" for fd in streams}
     with selectors.DefaultSelector() as selector:
         for fd in streams:
@@ -89,14 +91,15 @@ def copy_output(streams: dict[int, BinaryIO], log: BinaryIO, tail: collections.d
                 if not chunk:
                     selector.unregister(fd)
                     chunk = b"\n" if partial[fd] else b""  # end the last unterminated line
-                else:
-                    streams[fd].write(chunk)
-                    streams[fd].flush()
                 *lines, partial[fd] = (partial[fd] + chunk).split(b"\n")
-                for line in lines:
-                    log.write(line + b"\n")
-                    tail.append(line.decode(errors="replace"))
+                if not lines:
+                    continue
+                block = b"".join(line + b"\n" for line in lines)
+                streams[fd].write(block)
+                streams[fd].flush()
+                log.write(block)
                 log.flush()
+                tail.extend(line.decode(errors="replace") for line in lines)
 
 
 def progress_path(run_dir: Path, rank: int) -> Path:
