@@ -21,6 +21,7 @@ from hvdtrain.launch.plan import (
 )
 from hvdtrain.ssh import SshSettings
 
+HVDTRAIN_PYTHON = str(Path(HVDTRAIN).parent / "python")
 ENV = {"PATH": "/usr/bin", "HOME": "/root", "HOROVOD_FUSION_THRESHOLD": "1", "PYTHONPATH": "/x",
        "SECRET": "no", "OMP_NUM_THREADS": "1"}
 OPENMPI = MpiInfo("openmpi", "4.1.4", "mpirun (Open MPI) 4.1.4")
@@ -171,5 +172,3 @@ def test_user_values_never_reach_a_shell(tmp_path):
     rejected = hvdtrain("run", "-np", "1", "-H", f"a$(touch {canary}):1", "--", "true")
     assert rejected.returncode == 2 and not canary.exists()
 
-
-HVDTRAIN_PYTHON = str(Path(HVDTRAIN).parent / "python")

@@ -6,7 +6,6 @@ import hashlib
 import io
 import os
 import re
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +50,6 @@ def find_latest(directory: Path) -> Path:
 def build_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
                      cfg: TrainConfig, world_size: int, step: int = 0) -> dict[str, Any]:
     """Everything a resumed run needs to continue exactly where this one stopped."""
-    config = {key: str(value) if isinstance(value, Path) else value for key, value in asdict(cfg).items()}
     return {
         "schema_version": SCHEMA_VERSION,
         "hvdtrain_version": hvdtrain.__version__,
@@ -59,7 +57,7 @@ def build_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, epoch: 
         "step": step,  # optimizer steps already done in epoch `epoch + 1` (a preemption checkpoint)
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
-        "config": config,
+        "config": cfg.as_plain_dict(),
         "world_size": world_size,
         # The sampler order and torch RNG of epoch e derive from (seed, e) alone,
         # so these two numbers are the complete sampler and RNG state.

@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 import os
 import signal
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from hvdtrain.errors import HvdtrainError
 
@@ -52,6 +53,10 @@ class TrainConfig:
     auto_resume: bool = False
     preempt_signal: str = "USR1"
     preempt_check_every: int = 20
+
+    def as_plain_dict(self) -> dict[str, Any]:
+        """Every field as plain data (paths as strings), for checkpoints and run.json."""
+        return {key: str(value) if isinstance(value, Path) else value for key, value in asdict(self).items()}
 
     def __post_init__(self) -> None:
         _positive("--epochs", self.epochs)

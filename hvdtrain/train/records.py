@@ -39,11 +39,6 @@ def write_json(path: Path, data: Mapping[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def config_dict(cfg: TrainConfig) -> dict[str, Any]:
-    """The effective configuration as plain data (paths as strings)."""
-    return {key: str(value) if isinstance(value, Path) else value for key, value in asdict(cfg).items()}
-
-
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
@@ -96,7 +91,7 @@ def versions() -> dict[str, str | None]:
 def build_run_record(cfg: TrainConfig, summary: Summary, argv: Sequence[str], started: datetime,
                      ended: datetime, found_versions: Mapping[str, str | None], commit: str | None) -> dict[str, Any]:
     """``run.json``: enough to know later exactly what ran, where, and from which code."""
-    return {"versions": dict(found_versions), "config": config_dict(cfg), "world_size": summary.world_size,
+    return {"versions": dict(found_versions), "config": cfg.as_plain_dict(), "world_size": summary.world_size,
             "layout": summary.layout, "command": list(argv), "git_commit": commit,
             "started": started.isoformat(), "ended": ended.isoformat()}
 
