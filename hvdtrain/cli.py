@@ -134,7 +134,8 @@ def doctor(ctx: click.Context, as_json: bool, hosts: str | None, hostfile: Path 
 @click.option("--fusion-threshold-mb", type=click.FloatRange(min=0), default=None,
               help="Horovod tensor fusion buffer (HOROVOD_FUSION_THRESHOLD) [Horovod: 128].")
 @click.option("--cycle-time-ms", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="How often Horovod's background thread batches requests (HOROVOD_CYCLE_TIME).")
+              help="How often Horovod's background thread batches requests (HOROVOD_CYCLE_TIME) "
+                   "[default: 0.1 unless HOROVOD_CYCLE_TIME is set or --autotune; Horovod: 1].")
 @click.option("--autotune", is_flag=True, help="Let Horovod tune fusion and cycle time while training.")
 @ssh_options
 @click.option("--network-interface", default=None, metavar="IFACE",
@@ -173,7 +174,7 @@ def run(ctx: click.Context, np_: int, hosts: str | None, hostfile: Path | None, 
     env = launch_env(os.environ, sys.executable)
     run_dir = (output_dir or default_run_dir(env, Path.cwd(), time.strftime("%Y%m%d-%H%M%S"), os.getpid())).absolute()
     in_slurm = "SLURM_JOB_NODELIST" in env
-    tuning = horovod_tuning(fusion_threshold_mb, cycle_time_ms, autotune)
+    tuning = horovod_tuning(fusion_threshold_mb, cycle_time_ms, autotune, env)
     plan = build_plan(np_, chosen, command, env, os.getuid(),
                       slurm_hosts=hosts_from_slurm(env) if in_slurm else None, env_flags=(*env_flags, *tuning),
                       supervisor=supervisor_prefix(str(Path(sys.executable).parent / "hvdtrain"), run_dir),

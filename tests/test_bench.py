@@ -6,7 +6,8 @@ import struct
 import pytest
 from conftest import REPO, hvdtrain
 
-from hvdtrain.bench.allreduce import bandwidths, build_report, fit_alpha_beta, parse_sizes, render_csv
+from hvdtrain.bench.allreduce import bandwidths, build_report, combine_rounds, fit_alpha_beta, parse_sizes, render_csv
+from hvdtrain.bench.allreduce_worker import time_size
 from hvdtrain.bench.model import predict, ring_allreduce_seconds
 from hvdtrain.errors import HvdtrainError
 
@@ -34,10 +35,43 @@ def test_fit_recovers_alpha_and_beta():
     assert fit["alpha_us"] == pytest.approx(50.0, rel=1e-6) and fit["beta_gbps"] == pytest.approx(2.0, rel=1e-6)
 
 
+class _Unreduced:
+    """A backend that forgets to reduce: rank 0 of 2 keeps its own 1s where the sum is 3."""
+
+    name, rank, size = "stub", 0, 2
+
+    def expected(self):
+        return 3.0
+
+    def barrier(self):
+        pass
+
+    def allreduce(self, tensor):
+        return [tensor]
+
+    def max_over_ranks(self, seconds):
+        return seconds
+
+
+def test_allreduce_results_are_checked():
+    with pytest.raises(RuntimeError, match="wrong all-reduce result at 4096 bytes"):
+        time_size(_Unreduced(), 4096)
+    reduced = _Unreduced()
+    reduced.allreduce = lambda tensor: [tensor * 3]
+    assert time_size(reduced, 4096) > 0
+
+
+def test_rounds_combine_to_the_median_in_first_round_order():
+    rounds = [[{"backend": "mpi", "bytes": 4, "time_us": t}, {"backend": "gloo", "bytes": 4, "time_us": 9.0}]
+              for t in (5.0, 1.0, 3.0)]
+    assert combine_rounds(rounds) == [{"backend": "mpi", "bytes": 4, "time_us": 3.0},
+                                      {"backend": "gloo", "bytes": 4, "time_us": 9.0}]
+
+
 def test_report_and_csv_fields():
     report = build_report(2, [{"backend": "mpi", "bytes": 1000, "time_us": 10.0},
                               {"backend": "mpi", "bytes": 100000, "time_us": 100.0}])
-    assert set(report) == {"world_size", "results", "fit"} and set(report["fit"]) == {"mpi"}
+    assert set(report) == {"world_size", "rounds", "results", "fit"} and set(report["fit"]) == {"mpi"}
     assert set(report["results"][0]) == {"backend", "bytes", "time_us", "algbw_gbps", "busbw_gbps"}
     assert render_csv(report).splitlines()[0] == "backend,bytes,time_us,algbw_gbps,busbw_gbps"
 
@@ -53,10 +87,11 @@ def test_model_matches_hand_computed_values():
 
 def test_allreduce_bench_writes_valid_outputs(tmp_path):
     out = tmp_path / "bench"
-    done = hvdtrain("bench", "allreduce", "-np", "2", "--sizes", "4K,64K", "--out", str(out), timeout=600)
+    done = hvdtrain("bench", "allreduce", "-np", "2", "--sizes", "4K,64K", "--rounds", "2", "--out", str(out),
+                    timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads((out / "allreduce.json").read_text())
-    assert report["world_size"] == 2
+    assert report["world_size"] == 2 and report["rounds"] == 2
     assert set(report["fit"]) == {"horovod_sum", "horovod_avg", "horovod_grouped", "mpi", "gloo"}
     assert len(report["results"]) == 10 and all(row["time_us"] > 0 for row in report["results"])
     assert len((out / "allreduce.csv").read_text().splitlines()) == 11

@@ -129,11 +129,15 @@ def test_elastic_horovodrun_plan():
 
 
 def test_horovod_tuning_settings():
-    assert horovod_tuning(None, None, False) == ()
-    assert horovod_tuning(64, 0.5, True) == ("HOROVOD_FUSION_THRESHOLD=67108864", "HOROVOD_CYCLE_TIME=0.5",
-                                             "HOROVOD_AUTOTUNE=1")
+    assert horovod_tuning(None, None, False, {}) == ("HOROVOD_CYCLE_TIME=0.1",)  # hvdtrain's default
+    assert horovod_tuning(None, None, False, {"HOROVOD_CYCLE_TIME": "2"}) == ()  # the user's own setting wins
+    assert horovod_tuning(None, None, True, {}) == ("HOROVOD_AUTOTUNE=1",)  # Horovod tunes the cycle time
+    assert horovod_tuning(64, 0.5, True, {}) == ("HOROVOD_FUSION_THRESHOLD=67108864", "HOROVOD_CYCLE_TIME=0.5",
+                                                 "HOROVOD_AUTOTUNE=1")
     done = hvdtrain("run", "-np", "2", "--cycle-time-ms", "0.2", "--dry-run", "--", "true")
     assert " -x HOROVOD_CYCLE_TIME=0.2 " in done.stdout
+    default = hvdtrain("run", "-np", "2", "--dry-run", "--", "true")
+    assert " -x HOROVOD_CYCLE_TIME=0.1 " in default.stdout
 
 
 def test_plan_needs_a_command():

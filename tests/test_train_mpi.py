@@ -1,6 +1,7 @@
 """Real data-parallel training: mpirun starts the ranks, Horovod all-reduces the gradients."""
 
 import json
+import sys
 
 import pytest
 import torch
@@ -107,3 +108,27 @@ def test_hvdtrain_run_passes_the_exit_code_through(tmp_path):
     done = hvdtrain("run", "-np", "2", "--", HVDTRAIN, "train", "--model", "nope")
     assert done.returncode == 2
     assert "unknown model 'nope'" in done.stderr + done.stdout
+
+
+def test_one_rank_trains_like_the_plain_loop_without_horovods_optimizer(tmp_path):
+    # Alone in a fixed world there is nothing to average, so hvdtrain leaves the optimizer
+    # unwrapped; clipping and accumulation (which synchronize around Horovod's wrapper) still
+    # give exactly what the single-process loop gives.
+    common = ("--model", "mlp", "--epochs", "2", "--no-shuffle", "--optimizer", "sgd", "--lr", "0.1",
+              "--batch-size", "16", "--accumulate", "2", "--clip-grad-norm", "0.5")
+    under_mpi = train_mpi(1, tmp_path / "mpi", *common)
+    alone = hvdtrain("train", "--out", str(tmp_path / "alone"), *common)
+    assert alone.returncode == 0, alone.stderr
+    assert under_mpi["world_size"] == 1
+    plain = json.loads((tmp_path / "alone" / "summary.json").read_text())
+    assert under_mpi["param_checksum"] == plain["param_checksum"]
+    probe = ("import horovod.torch as hvd, torch\n"
+             "from hvdtrain.train.dist import HorovodDist, ReduceOptions\n"
+             "hvd.init(); dist = HorovodDist(hvd); model = torch.nn.Linear(2, 2)\n"
+             "def sgd(): return torch.optim.SGD(model.parameters(), lr=0.1)\n"
+             "plain = sgd(); print('fixed', dist.wrap_optimizer(plain, model, ReduceOptions()) is plain)\n"
+             "grown = dist.wrap_optimizer(sgd(), model, ReduceOptions(elastic=True))\n"
+             "print('elastic', hasattr(grown, 'synchronize'))\n")
+    done = hvdtrain("run", "-np", "1", "--", sys.executable, "-c", probe)
+    assert done.returncode == 0, done.stderr
+    assert "fixed True" in done.stdout and "elastic True" in done.stdout

@@ -1,7 +1,8 @@
 """``hvdtrain bench allreduce``: bandwidth and latency per backend, with nccl-tests' definitions.
 
 algbw = bytes / time; busbw = algbw * 2(n-1)/n (what each link carries in a ring all-reduce);
-time is the slowest rank's median. A latency + size/bandwidth (alpha-beta) line is fitted per
+time is the slowest rank's median, and with several rounds (every backend once per round, so
+drift in the machine hits all alike) the median over rounds. A latency + size/bandwidth (alpha-beta) line is fitted per
 backend, weighted so that small and large messages count alike.
 """
 
@@ -11,6 +12,7 @@ import csv
 import io
 import json
 import re
+import statistics
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -50,7 +52,17 @@ def fit_alpha_beta(points: Sequence[tuple[int, float]]) -> dict[str, float]:
     return {"alpha_us": float(max(intercept, 0.0)), "beta_gbps": float(1e-3 / slope) if slope > 0 else float("inf")}
 
 
-def build_report(world_size: int, raw: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def combine_rounds(rounds: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    """The median time per (backend, bytes) over rounds, in the first round's order."""
+    times: dict[tuple[str, int], list[float]] = {}
+    for rows in rounds:
+        for row in rows:
+            times.setdefault((row["backend"], row["bytes"]), []).append(row["time_us"])
+    return [{"backend": backend, "bytes": nbytes, "time_us": statistics.median(values)}
+            for (backend, nbytes), values in times.items()]
+
+
+def build_report(world_size: int, raw: Sequence[Mapping[str, Any]], rounds: int = 1) -> dict[str, Any]:
     """``allreduce.json``: every measurement with its bandwidths, and the fit per backend."""
     results = []
     for row in raw:
@@ -60,7 +72,7 @@ def build_report(world_size: int, raw: Sequence[Mapping[str, Any]]) -> dict[str,
     backends = sorted({row["backend"] for row in results}, key=list(BACKENDS).index)
     fit = {name: fit_alpha_beta([(r["bytes"], r["time_us"]) for r in results if r["backend"] == name])
            for name in backends}
-    return {"world_size": world_size, "results": results, "fit": fit}
+    return {"world_size": world_size, "rounds": rounds, "results": results, "fit": fit}
 
 
 def render_csv(report: Mapping[str, Any]) -> str:
@@ -75,7 +87,8 @@ def render_table(report: Mapping[str, Any]) -> str:
     backends = list(report["fit"])
     sizes = sorted({row["bytes"] for row in report["results"]})
     cell = {(row["backend"], row["bytes"]): row for row in report["results"]}
-    lines = [f"all-reduce, {report['world_size']} ranks: time (us) / busbw (GB/s)",
+    lines = [f"all-reduce, {report['world_size']} ranks: time (us) / busbw (GB/s), "
+             f"median of {report['rounds']} round(s)",
              f"{'bytes':>10}  " + "  ".join(f"{name:>20}" for name in backends)]
     for size in sizes:
         lines.append(f"{size:>10}  " + "  ".join(
@@ -119,10 +132,12 @@ def run_backend(np_: int, backend: str, sizes: Sequence[int], out: Path) -> list
     return rows
 
 
-def run_allreduce_bench(np_: int, sizes: Sequence[int], backends: Sequence[str], out: Path) -> dict[str, Any]:
+def run_allreduce_bench(np_: int, sizes: Sequence[int], backends: Sequence[str], rounds: int,
+                        out: Path) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
-    raw = [row for backend in backends for row in run_backend(np_, backend, sizes, out)]
-    report = build_report(np_, raw)
+    raw = combine_rounds([[row for backend in backends for row in run_backend(np_, backend, sizes, out)]
+                          for _ in range(rounds)])
+    report = build_report(np_, raw, rounds)
     (out / "allreduce.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "allreduce.csv").write_text(render_csv(report))
     plot_report(report, out / "allreduce.png")

@@ -23,9 +23,11 @@ def bench() -> None:
 @click.option("-np", "--np", "np_", type=click.IntRange(min=2), default=2, show_default=True)
 @click.option("--sizes", default="4K,64K,1M,16M,64M", show_default=True, help="Message sizes (K, M, G = 1024^n).")
 @click.option("--backends", default="horovod_sum,horovod_avg,horovod_grouped,mpi,gloo", show_default=True)
+@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Every backend once per round; each time is the median over rounds.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("bench-out"),
               show_default=True, help="allreduce.json, allreduce.csv, allreduce.png and per-rank logs.")
-def allreduce(np_: int, sizes: str, backends: str, out: Path) -> None:
+def allreduce(np_: int, sizes: str, backends: str, rounds: int, out: Path) -> None:
     """Time all-reduce per backend and size; write JSON, CSV and a plot; print a table.
 
     \b
@@ -39,7 +41,7 @@ def allreduce(np_: int, sizes: str, backends: str, out: Path) -> None:
     if unknown or not chosen:
         raise HvdtrainError(f"unknown backend {unknown[0] if unknown else '(none)'!r}",
                             f"choose from {','.join(BACKENDS)}")
-    click.echo(render_table(run_allreduce_bench(np_, parse_sizes(sizes), chosen, out)))
+    click.echo(render_table(run_allreduce_bench(np_, parse_sizes(sizes), chosen, rounds, out)))
     click.echo(f"wrote {out / 'allreduce.json'}, {out / 'allreduce.csv'}, {out / 'allreduce.png'}")
 
 

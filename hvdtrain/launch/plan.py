@@ -94,12 +94,21 @@ def stall_settings(timeout_s: int) -> tuple[tuple[str, str], ...]:
             ("HOROVOD_STALL_SHUTDOWN_TIME_SECONDS", str(timeout_s)))
 
 
+# Horovod's background thread gathers requests every cycle (Horovod's default: 1 ms), which puts
+# a floor under each all-reduce's latency. Measured here: 0.1 ms cut a 64 KiB all-reduce from
+# about 1.2 ms to 0.4-0.6 ms, and training was no slower (README, Performance).
+DEFAULT_CYCLE_TIME_MS = 0.1
+
+
 def horovod_tuning(fusion_threshold_mb: float | None, cycle_time_ms: float | None,
-                   autotune: bool) -> tuple[str, ...]:
-    """``NAME=VALUE`` settings of Horovod's runtime, for ``-x``."""
+                   autotune: bool, env: Mapping[str, str]) -> tuple[str, ...]:
+    """``NAME=VALUE`` settings of Horovod's runtime, for ``-x``. The cycle time defaults to
+    hvdtrain's unless the user set HOROVOD_CYCLE_TIME or asked Horovod to tune it."""
     settings = []
     if fusion_threshold_mb is not None:
         settings.append(f"HOROVOD_FUSION_THRESHOLD={int(fusion_threshold_mb * 2**20)}")
+    if cycle_time_ms is None and not autotune and "HOROVOD_CYCLE_TIME" not in env:
+        cycle_time_ms = DEFAULT_CYCLE_TIME_MS
     if cycle_time_ms is not None:
         settings.append(f"HOROVOD_CYCLE_TIME={cycle_time_ms:g}")
     if autotune:
