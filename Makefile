@@ -51,7 +51,7 @@ test: install lint
 # DDP and the independent-process limit, written to bench-out/ (JSON, CSV, PNG).
 bench: install
 	$(HVDTRAIN) bench allreduce -np 2 --sizes 4K,64K,1M,16M,64M --out bench-out
-	$(HVDTRAIN) bench train -np 2 --rounds 3 --out bench-out
+	$(HVDTRAIN) bench train -np 2 --rounds 5 --out bench-out
 	$(HVDTRAIN) bench model --params 44.5e6 --step-time 0.49 --bandwidth 3.125 --latency 25
 
 # A real two-node Slurm cluster on this machine (state in .slurm/); then `. .slurm/env`.

@@ -43,7 +43,8 @@ def deep_narrow() -> nn.Module:
 
 
 def _random(samples: int, shape: tuple[int, ...], seed: int) -> tuple[TensorDataset, TensorDataset]:
-    """Seeded random inputs and labels; sized so one epoch takes about a second on one core."""
+    """Seeded random inputs and labels; sized so the timed epoch takes several seconds on one
+    core (tens of steps per rank at np=2), long enough that scheduling hiccups average out."""
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn((samples, *shape), generator=generator)
     y = torch.randint(0, CLASSES, (samples,), generator=generator)
@@ -51,15 +52,15 @@ def _random(samples: int, shape: tuple[int, ...], seed: int) -> tuple[TensorData
 
 
 def images(seed: int = 0) -> tuple[TensorDataset, TensorDataset]:
-    return _random(1024, (3, 16, 16), seed)
+    return _random(4096, (3, 16, 16), seed)
 
 
 def wide_features(seed: int = 0) -> tuple[TensorDataset, TensorDataset]:
-    return _random(256, (1024,), seed)
+    return _random(512, (1024,), seed)
 
 
 def narrow_features(seed: int = 0) -> tuple[TensorDataset, TensorDataset]:
-    return _random(2048, (64,), seed)
+    return _random(8192, (64,), seed)
 
 
 # name -> (model spec, dataset spec)
