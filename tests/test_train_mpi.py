@@ -1,7 +1,6 @@
 """Real data-parallel training: mpirun starts the ranks, Horovod all-reduces the gradients."""
 
 import json
-import sys
 
 import pytest
 import torch
@@ -110,10 +109,10 @@ def test_hvdtrain_run_passes_the_exit_code_through(tmp_path):
     assert "unknown model 'nope'" in done.stderr + done.stdout
 
 
-def test_one_rank_trains_like_the_plain_loop_without_horovods_optimizer(tmp_path):
-    # Alone in a fixed world there is nothing to average, so hvdtrain leaves the optimizer
-    # unwrapped; clipping and accumulation (which synchronize around Horovod's wrapper) still
-    # give exactly what the single-process loop gives.
+def test_one_rank_under_mpirun_trains_exactly_like_the_plain_loop(tmp_path):
+    # Horovod at world size 1 registers no gradient hooks, so its optimizer adds nothing; clipping
+    # and accumulation (which synchronize around the wrapper) must still give exactly what the
+    # single-process loop gives.
     common = ("--model", "mlp", "--epochs", "2", "--no-shuffle", "--optimizer", "sgd", "--lr", "0.1",
               "--batch-size", "16", "--accumulate", "2", "--clip-grad-norm", "0.5")
     under_mpi = train_mpi(1, tmp_path / "mpi", *common)
@@ -122,13 +121,3 @@ def test_one_rank_trains_like_the_plain_loop_without_horovods_optimizer(tmp_path
     assert under_mpi["world_size"] == 1
     plain = json.loads((tmp_path / "alone" / "summary.json").read_text())
     assert under_mpi["param_checksum"] == plain["param_checksum"]
-    probe = ("import horovod.torch as hvd, torch\n"
-             "from hvdtrain.train.dist import HorovodDist, ReduceOptions\n"
-             "hvd.init(); dist = HorovodDist(hvd); model = torch.nn.Linear(2, 2)\n"
-             "def sgd(): return torch.optim.SGD(model.parameters(), lr=0.1)\n"
-             "plain = sgd(); print('fixed', dist.wrap_optimizer(plain, model, ReduceOptions()) is plain)\n"
-             "grown = dist.wrap_optimizer(sgd(), model, ReduceOptions(elastic=True))\n"
-             "print('elastic', hasattr(grown, 'synchronize'))\n")
-    done = hvdtrain("run", "-np", "1", "--", sys.executable, "-c", probe)
-    assert done.returncode == 0, done.stderr
-    assert "fixed True" in done.stdout and "elastic True" in done.stdout

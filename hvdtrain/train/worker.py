@@ -145,7 +145,7 @@ def run_worker(cfg: TrainConfig, env: Mapping[str, str], argv: Sequence[str],
     rt = Runtime(cfg, dist, device, data, torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None,
                  ProgressFile(env), preemption=preemption)
     optimizer = dist.wrap_optimizer(build_optimizer(model, cfg), model,
-                                    ReduceOptions(cfg.compression, cfg.op, cfg.accumulate, cfg.elastic))
+                                    ReduceOptions(cfg.compression, cfg.op, cfg.accumulate))
     start_epoch, start_step = restore(model, optimizer, cfg, dist)
     if is_root and cfg.out is not None:
         cfg.out.mkdir(parents=True, exist_ok=True)
