@@ -2,8 +2,8 @@
 
 algbw = bytes / time; busbw = algbw * 2(n-1)/n (what each link carries in a ring all-reduce);
 time is the slowest rank's median, and with several rounds (every backend once per round, so
-drift in the machine hits all alike) the median over rounds. A latency + size/bandwidth (alpha-beta) line is fitted per
-backend, weighted so that small and large messages count alike.
+drift in the machine hits all alike) the median over rounds. A latency + size/bandwidth
+(alpha-beta) line is fitted per backend, weighted so that small and large messages count alike.
 """
 
 from __future__ import annotations
