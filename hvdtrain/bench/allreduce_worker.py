@@ -78,6 +78,13 @@ class Backend:
         else:
             self.dist.barrier()
 
+    def close(self) -> None:
+        """Leave gloo together: rank 0 hosts the rendezvous store, and a process that exits with
+        the process group still up can abort in its destructor ("terminate called ...")."""
+        if self.name == "gloo":
+            self.dist.barrier()
+            self.dist.destroy_process_group()
+
     def max_over_ranks(self, seconds: float) -> float:
         if self.name.startswith("horovod"):
             return float(self.hvd.allreduce(torch.tensor([seconds]), op=self.hvd.Max, name="bench.max").item())
@@ -119,6 +126,7 @@ def main(argv: list[str] | None = None) -> None:
                for size in args.sizes.split(",")]
     if backend.rank == 0:
         args.out.write_text(json.dumps({"world_size": backend.size, "results": results}) + "\n")
+    backend.close()
 
 
 if __name__ == "__main__":

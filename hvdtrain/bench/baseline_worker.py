@@ -58,6 +58,9 @@ def main(argv: list[str] | None = None) -> None:
             samples += len(y)
         speed = samples / (time.perf_counter() - start)
     Path(f"{args.out}.rank{rank}").write_text(json.dumps({"samples_per_sec": speed}) + "\n")
+    if args.mode == "ddp":  # leave together (see allreduce_worker.Backend.close)
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
