@@ -13,6 +13,8 @@ from typing import Any
 
 # Launchers put a rank's number in one of these (mpirun, srun --mpi=pmix, horovodrun, MPICH, srun).
 RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "HOROVOD_RANK", "PMI_RANK", "SLURM_PROCID")
+# ... and the number of ranks in one of these.
+SIZE_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "HOROVOD_SIZE", "PMI_SIZE", "SLURM_NTASKS")
 RUN_DIR_VARIABLE = "HVDTRAIN_RUN_DIR"  # where a supervised rank may write its progress
 PREEMPTED_EXIT = 75  # EX_TEMPFAIL: every rank saved its place and stopped on Slurm's signal
 _MISSING = re.compile(r"^\s*(?:\[[^\]]*\]<\w+>:)?\s*(\d+)(!?): \[(.*)\]\s*$")
@@ -43,11 +45,19 @@ class RankReport:
         return f"rank {self.rank} on {self.host} (pid {self.pid}) {how}"
 
 
-def rank_from_env(env: Mapping[str, str]) -> int:
-    for name in RANK_VARIABLES:
+def _first_number(env: Mapping[str, str], names: tuple[str, ...], default: int) -> int:
+    for name in names:
         if env.get(name, "").isdigit():
             return int(env[name])
-    return 0
+    return default
+
+
+def rank_from_env(env: Mapping[str, str]) -> int:
+    return _first_number(env, RANK_VARIABLES, 0)
+
+
+def size_from_env(env: Mapping[str, str]) -> int:
+    return _first_number(env, SIZE_VARIABLES, 1)
 
 
 def classify_returncode(returncode: int) -> tuple[int, str | None]:

@@ -10,6 +10,7 @@ from hvdtrain.failure import (
     extract_traceback,
     parse_missing_ranks,
     rank_from_env,
+    size_from_env,
 )
 
 STALL_LOG = """\
@@ -48,6 +49,12 @@ def test_classify_returncode(returncode, expected):
                                            ({"HOROVOD_RANK": "1", "SLURM_PROCID": "5"}, 1), ({"SLURM_PROCID": "5"}, 5)])
 def test_rank_from_env(env, rank):
     assert rank_from_env(env) == rank
+
+
+@pytest.mark.parametrize(("env", "size"), [({}, 1), ({"OMPI_COMM_WORLD_SIZE": "4"}, 4), ({"PMI_SIZE": "3"}, 3),
+                                           ({"HOROVOD_SIZE": "2", "SLURM_NTASKS": "8"}, 2), ({"SLURM_NTASKS": "8"}, 8)])
+def test_size_from_env(env, size):
+    assert size_from_env(env) == size
 
 
 def test_default_run_dir():

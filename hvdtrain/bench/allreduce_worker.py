@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from hvdtrain.failure import rank_from_env
+from hvdtrain.failure import rank_from_env, size_from_env
 
 GROUPED_TENSORS = 64  # the grouped backend splits each size into this many tensors
 
@@ -43,7 +43,7 @@ class Backend:
         else:
             import torch.distributed as dist
 
-            self.rank, self.size = rank_from_env(os.environ), int(os.environ.get("OMPI_COMM_WORLD_SIZE", "1"))
+            self.rank, self.size = rank_from_env(os.environ), size_from_env(os.environ)
             dist.init_process_group("gloo", init_method=f"tcp://{master}", rank=self.rank, world_size=self.size)
             self.dist = dist
 

@@ -21,7 +21,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
-from hvdtrain.failure import rank_from_env
+from hvdtrain.failure import rank_from_env, size_from_env
 from hvdtrain.train.specs import call_with_known, load_callable
 
 
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     rank = rank_from_env(os.environ)
-    size = int(os.environ.get("OMPI_COMM_WORLD_SIZE", "1")) if args.mode != "plain" else 1
+    size = size_from_env(os.environ) if args.mode != "plain" else 1
     torch.manual_seed(0)
     model: nn.Module = call_with_known(load_callable(args.model, "--model"), args.model, "--model")
     train, _ = call_with_known(load_callable(args.dataset, "--dataset"), args.dataset, "--dataset", seed=0)
