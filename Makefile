@@ -1,38 +1,51 @@
 # hvdtrain: `make demo` sets everything up and trains on 2 ranks; `make test` runs every test.
-# Both install what they need (Debian packages, a virtualenv, Horovod built for torch 2.13)
+# Both install what they need (build tools if missing, a virtualenv, Horovod built for its torch)
 # and are idempotent: a second run only checks.
 
 SHELL := /bin/bash
+PYTHON ?= python3
 VENV ?= .venv
 PY := $(abspath $(VENV))/bin/python
 HVDTRAIN := $(abspath $(VENV))/bin/hvdtrain
+# torch for a new venv; `make install TORCH=2.14.1` installs that one; a torch already in the venv stays.
+DEFAULT_TORCH := 2.13.0
+TORCH ?=
 STAMP := $(VENV)/.hvdtrain-installed
-SYSTEM_PACKAGES := openmpi-bin libopenmpi-dev cmake g++ make slurm-client \
-  openssh-server openssh-client iproute2 slurmctld slurmd munge libpmix-dev
-SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 PIP := $(PY) -m pip install -q --disable-pip-version-check
 DEMO_OUT ?= runs/demo
+# What building Horovod needs (program or file = the Debian package that provides it), and what
+# the tests need on top: Slurm daemons, munge, sshd in network namespaces.
+BUILD_TOOLS := mpicc=libopenmpi-dev mpirun=openmpi-bin cmake=cmake c++=g++ make=make patch=patch \
+  Python.h=python3-dev
+TEST_TOOLS := slurmctld=slurmctld slurmd=slurmd sbatch=slurm-client munged=munge libpmix.so=libpmix-dev \
+  sshd=openssh-server ssh=openssh-client ip=iproute2
 
-.PHONY: install system-packages demo test lint bench clean slurm-up slurm-down
+.PHONY: install build-tools test-tools torch demo test test-gpu lint bench clean slurm-up slurm-down
 
-install: $(STAMP)
+install: build-tools torch $(STAMP)
 
-system-packages:
-	@missing=$$(for p in $(SYSTEM_PACKAGES); do \
-	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
-	if [ -n "$$missing" ]; then \
-	  echo "Installing Debian packages:" $$missing; \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
-	    --no-install-recommends $$missing; \
-	fi
+build-tools:
+	@PYTHON=$(PYTHON) scripts/ensure-tools $(BUILD_TOOLS)
 
-$(STAMP): setup.cfg pyproject.toml hvdtrain/horovod_build.py hvdtrain/detect.py | system-packages
-	test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) torch==2.13.0 numpy
-	$(PIP) wheel cloudpickle psutil pyyaml packaging cffi
+test-tools:
+	@scripts/ensure-tools $(TEST_TOOLS)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+torch: $(PY)
+	@if [ -n "$(TORCH)" ]; then \
+	  $(PY) -c 'import sys, torch; sys.exit(torch.__version__.split("+")[0] != "$(TORCH)")' 2>/dev/null \
+	    || $(PIP) torch==$(TORCH); \
+	elif ! $(PY) -c 'import torch' 2>/dev/null; then $(PIP) torch==$(DEFAULT_TORCH); fi
+
+# Re-run when the package's files change or the venv's torch is another one (its version file).
+$(STAMP): setup.cfg pyproject.toml $(wildcard hvdtrain/install/*.py hvdtrain/install/patches/*.patch) \
+          $(wildcard $(VENV)/lib/python3*/site-packages/torch/version.py)
+	$(PIP) numpy
 	$(PIP) --no-binary mpi4py mpi4py
-	$(PY) -m hvdtrain.horovod_build
 	$(PIP) --no-build-isolation -e '.[dev]'
+	$(HVDTRAIN) build-horovod
 	$(HVDTRAIN) doctor
 	touch $@
 
@@ -44,8 +57,13 @@ lint: install
 	$(abspath $(VENV))/bin/ruff check hvdtrain tests examples
 	$(abspath $(VENV))/bin/mypy hvdtrain
 
-test: install lint
+test: install test-tools lint
 	$(PY) -m pytest
+
+# GPU checks, kept out of `make test` (CI has no GPU): NCCL all-reduce with one GPU per local rank,
+# and training with --amp fp16. Needs NVIDIA GPUs and a CUDA torch: make test-gpu TORCH=2.14.1
+test-gpu: install
+	$(PY) -m pytest tests/gpu_checks.py
 
 # Benchmarks (not part of `make test`): all-reduce per backend and training throughput against
 # DDP and the independent-process limit, written to bench-out/ (JSON, CSV, PNG).
@@ -55,7 +73,7 @@ bench: install
 	$(HVDTRAIN) bench model --params 44.5e6 --step-time 0.49 --bandwidth 3.125 --latency 25
 
 # A real two-node Slurm cluster on this machine (state in .slurm/); then `. .slurm/env`.
-slurm-up: install
+slurm-up: install test-tools
 	bash slurm/local-cluster.sh up
 
 slurm-down:

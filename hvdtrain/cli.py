@@ -21,6 +21,7 @@ from hvdtrain.failure import PREEMPTED_EXIT, default_run_dir, write_failure_repo
 from hvdtrain.hostfile import read_hostfile
 from hvdtrain.hostfile_command import hostfile
 from hvdtrain.hosts import Host, parse_host_list
+from hvdtrain.install.command import build_horovod
 from hvdtrain.launch.choose import build_parts, choose_launcher, render_explanation
 from hvdtrain.launch.execute import run_argv
 from hvdtrain.launch.plan import (
@@ -93,15 +94,15 @@ def doctor(ctx: click.Context, as_json: bool, hosts: str | None, hostfile: Path 
       hvdtrain doctor
       hvdtrain doctor --hostfile hostfiles/two-nodes --timeout 20
     """
-    from hvdtrain.doctor import collect_facts, diagnose, render_json, render_text
+    from hvdtrain.doctor import advise, collect_facts, diagnose, render_json, render_text
 
     targets = resolve_hosts(hosts, hostfile)
     ssh = SshSettings(ssh_port, ssh_identity, ssh_option)
     facts = collect_facts()
-    problems = diagnose(facts)
-    report = render_json(facts, problems)
+    problems, warnings = diagnose(facts), advise(facts)
+    report = render_json(facts, problems, warnings)
     if targets is None:
-        click.echo(report if as_json else render_text(facts, problems))
+        click.echo(report if as_json else render_text(facts, problems, warnings))
         ctx.exit(1 if problems else 0)
     from hvdtrain.preflight import render_table, run_preflight
 
@@ -228,6 +229,7 @@ cli.add_command(hostfile)
 cli.add_command(train)
 cli.add_command(slurm)
 cli.add_command(bench)
+cli.add_command(build_horovod)
 
 
 @cli.command(hidden=True, context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import platform
@@ -12,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from hvdtrain.detect import detect_mpi
-from hvdtrain.horovod_build import installed_build_info_path
+from hvdtrain.install.build import read_installed_record
 
-FIX = "run `make install`"
+FIX = "run `hvdtrain build-horovod`"
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class Facts:
 
     python: str
     torch: str
+    torch_cuda: str | None  # the CUDA torch was built with (torch.version.cuda), None for a CPU build
     horovod: str | None
     horovod_error: str | None  # why ``import horovod.torch`` failed, if it did
     mpi_built: bool
@@ -31,12 +33,16 @@ class Facts:
     torch_ops: bool
     built_against_torch: str | None
     built_against_mpi: str | None
+    built_against_torch_cuda: str | None
+    built_against_cuda: str | None  # the toolkit Horovod's kernels were compiled with
+    nccl_version: str | None  # the NCCL Horovod was built against
     gpu_operations: str | None
     compiler: str | None
     linked_mpi_library: str | None  # the libmpi loaded with Horovod's torch extension
     mpirun: str | None
     mpirun_banner: str | None
     cpu_count: int
+    libcuda: bool  # the GPU driver's libcuda.so.1 loads on this node
     cuda_available: bool
     cuda_device_count: int
 
@@ -53,6 +59,9 @@ def diagnose(facts: Facts) -> list[str]:
     if facts.built_against_torch and facts.built_against_torch != facts.torch:
         problems.append(f"Horovod was built against torch {facts.built_against_torch} but {facts.torch} "
                         f"is installed: {FIX}")
+    if facts.built_against_torch and facts.built_against_torch_cuda != facts.torch_cuda:
+        problems.append(f"Horovod was built against a torch with CUDA {facts.built_against_torch_cuda or 'none'} "
+                        f"but this torch has CUDA {facts.torch_cuda or 'none'}: {FIX}")
     if facts.mpirun is None:
         problems.append("mpirun was not found on PATH: install Open MPI (`make install` does it)")
     elif facts.built_against_mpi and facts.built_against_mpi != facts.mpirun:
@@ -62,6 +71,23 @@ def diagnose(facts: Facts) -> list[str]:
         problems.append(f"torch sees {facts.cuda_device_count} GPU(s) but Horovod was built without NCCL: "
                         f"{FIX} on a GPU node to build it with HOROVOD_GPU_OPERATIONS=NCCL")
     return problems
+
+
+def advise(facts: Facts) -> list[str]:
+    """Warnings: Horovod runs here, but not everything it was built for does (exit status stays 0)."""
+    if facts.nccl_built and not facts.libcuda:
+        return [f"Horovod was built with NCCL {facts.nccl_version or ''} but no GPU driver loads on this node "
+                "(libcuda.so.1): CPU tensors work, GPU all-reduce needs a GPU node. Expected on a login node; "
+                "for nodes without GPUs, build with `hvdtrain build-horovod --cpu-only` in their own environment"]
+    return []
+
+
+def detect_libcuda() -> bool:
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    return True
 
 
 def parse_maps_libmpi(maps: str) -> str | None:
@@ -97,27 +123,29 @@ def collect_facts() -> Facts:
     """Probe this Python, torch, Horovod, its build record and the mpirun on PATH."""
     import torch
 
-    record_path = installed_build_info_path(sys.prefix)
-    record = json.loads(record_path.read_text()) if record_path.exists() else {}
+    record: dict[str, Any] = read_installed_record(sys.prefix)
     mpi = detect_mpi()
     cuda = torch.cuda.is_available()
     return Facts(
-        python=platform.python_version(), torch=torch.__version__, **_horovod_facts(),
-        built_against_torch=record.get("torch"), built_against_mpi=record.get("mpi"),
-        gpu_operations=record.get("gpu_operations") if record else None, compiler=record.get("compiler"),
+        python=platform.python_version(), torch=torch.__version__, torch_cuda=torch.version.cuda,
+        **_horovod_facts(), built_against_torch=record.get("torch"), built_against_mpi=record.get("mpi"),
+        built_against_torch_cuda=record.get("torch_cuda"), built_against_cuda=record.get("cuda"),
+        nccl_version=record.get("nccl"), gpu_operations=record.get("gpu_operations") if record else None,
+        compiler=record.get("compiler"), libcuda=detect_libcuda(),
         mpirun=mpi.label if mpi else None, mpirun_banner=mpi.banner if mpi else None,
         cpu_count=len(os.sched_getaffinity(0)), cuda_available=cuda,
         cuda_device_count=torch.cuda.device_count() if cuda else 0,
     )
 
 
-def render_json(facts: Facts, problems: list[str]) -> str:
-    return json.dumps({**asdict(facts), "problems": problems, "ok": not problems}, indent=2)
+def render_json(facts: Facts, problems: list[str], warnings: list[str]) -> str:
+    return json.dumps({**asdict(facts), "problems": problems, "warnings": warnings, "ok": not problems}, indent=2)
 
 
-def render_text(facts: Facts, problems: list[str]) -> str:
+def render_text(facts: Facts, problems: list[str], warnings: list[str]) -> str:
     rows = [(name, "-" if value in (None, "") else str(value)) for name, value in asdict(facts).items()]
     width = max(len(name) for name, _ in rows)
     lines = [f"{name:<{width}}  {value}" for name, value in rows]
+    lines += [f"warning: {warning}" for warning in warnings]
     lines += [f"problem: {problem}" for problem in problems] or ["ok: Horovod can run here"]
     return "\n".join(lines)

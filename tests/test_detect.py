@@ -1,8 +1,7 @@
 import pytest
 
 from hvdtrain.detect import parse_mpi_version
-from hvdtrain.doctor import Facts, diagnose, parse_maps_libmpi
-from hvdtrain.horovod_build import SOURCE_PATCHES, BuildTarget, build_env, choose_gpu_operations, patch_source
+from hvdtrain.doctor import Facts, advise, diagnose, parse_maps_libmpi
 
 
 @pytest.mark.parametrize(("text", "flavor", "version"), [
@@ -24,40 +23,25 @@ def test_parse_maps_libmpi():
     assert parse_maps_libmpi(maps.splitlines()[0]) is None
 
 
-def test_patch_source_moves_to_cxx17_once():
-    name, before, after = SOURCE_PATCHES[0]
-    text = f"project(horovod)\n{before}\n"
-    patched = patch_source(text, name, before, after)
-    assert patched == f"project(horovod)\n{after}\n"
-    assert patch_source(patched, name, before, after) == patched
-    with pytest.raises(RuntimeError, match="expected"):
-        patch_source("nothing here", name, before, after)
-    assert {after for _, _, after in SOURCE_PATCHES} == {"set(CMAKE_CXX_STANDARD 17)", "-std=c++17"}
-
-
-def test_build_env_selects_frameworks_and_gpu_operations():
-    cpu = BuildTarget("0.28.1", "2.13.0+cpu", "openmpi 4.1.4", "cp311", choose_gpu_operations(False, None))
-    gpu = BuildTarget("0.28.1", "2.13.0", "openmpi 4.1.4", "cp311", choose_gpu_operations(True, "/nccl"))
-    env = build_env(cpu, None, {"PATH": "/bin"})
-    assert env["HOROVOD_WITH_PYTORCH"] == env["HOROVOD_WITH_MPI"] == env["HOROVOD_WITH_GLOO"] == "1"
-    assert env["HOROVOD_WITHOUT_TENSORFLOW"] == "1" and "HOROVOD_GPU_OPERATIONS" not in env
-    assert build_env(gpu, "/nccl", {})["HOROVOD_GPU_OPERATIONS"] == "NCCL"
-    assert cpu.cache_key == "horovod-0.28.1_torch-2.13.0+cpu_openmpi-4.1.4_cp311_cpu"
-    assert gpu.cache_key.endswith("_nccl") and choose_gpu_operations(True, None) == ""
-
-
-HEALTHY = Facts(python="3.11.7", torch="2.13.0+cpu", horovod="0.28.1", horovod_error=None, mpi_built=True,
-                gloo_built=True, nccl_built=False, torch_ops=True, built_against_torch="2.13.0+cpu",
-                built_against_mpi="openmpi 4.1.4", gpu_operations="", compiler="g++ 12",
-                linked_mpi_library="/lib/libmpi.so.40", mpirun="openmpi 4.1.4", mpirun_banner="mpirun",
-                cpu_count=2, cuda_available=False, cuda_device_count=0)
+HEALTHY = Facts(python="3.11.7", torch="2.13.0+cpu", torch_cuda=None, horovod="0.28.1", horovod_error=None,
+                mpi_built=True, gloo_built=True, nccl_built=False, torch_ops=True, built_against_torch="2.13.0+cpu",
+                built_against_mpi="openmpi 4.1.4", built_against_torch_cuda=None, built_against_cuda=None,
+                nccl_version=None, gpu_operations="", compiler="gcc-12.2.0", linked_mpi_library="/lib/libmpi.so.40",
+                mpirun="openmpi 4.1.4", mpirun_banner="mpirun", cpu_count=2, libcuda=False, cuda_available=False,
+                cuda_device_count=0)
+NCCL_BUILD = {"torch": "2.14.1+cu130", "torch_cuda": "13.0", "built_against_torch": "2.14.1+cu130",
+              "built_against_torch_cuda": "13.0", "built_against_cuda": "13.0", "nccl_version": "2.30.7",
+              "nccl_built": True, "gpu_operations": "NCCL"}
 
 
 @pytest.mark.parametrize(("changes", "problem"), [
     ({"horovod": None}, "Horovod is not installed"),
     ({"torch_ops": False, "horovod_error": "ImportError: undefined symbol"}, "does not load (ImportError"),
     ({"mpi_built": False, "gloo_built": False}, "neither MPI nor Gloo"),
-    ({"built_against_torch": "2.12.0"}, "built against torch 2.12.0 but 2.13.0+cpu is installed: run `make"),
+    ({"built_against_torch": "2.12.0"}, "built against torch 2.12.0 but 2.13.0+cpu is installed: run `hvdtrain build"),
+    ({**NCCL_BUILD, "torch": "2.14.1", "torch_cuda": "12.8", "built_against_torch": "2.14.1"},
+     "built against a torch with CUDA 13.0 but this torch has CUDA 12.8: run `hvdtrain build-horovod`"),
+    ({"torch_cuda": "13.0"}, "built against a torch with CUDA none but this torch has CUDA 13.0"),
     ({"mpirun": None}, "mpirun was not found"),
     ({"mpirun": "mpich 4.0.2"}, "built against openmpi 4.1.4 but mpirun on PATH is mpich 4.0.2"),
     ({"cuda_available": True, "cuda_device_count": 4}, "4 GPU(s) but Horovod was built without NCCL"),
@@ -70,3 +54,13 @@ def test_diagnose_names_problem_and_fix(changes, problem):
 
 def test_diagnose_healthy():
     assert diagnose(HEALTHY) == []
+
+
+def test_nccl_build_without_a_driver_is_a_warning_that_names_the_fix():
+    """A login node: Horovod with NCCL runs on CPU tensors there, so it warns instead of failing."""
+    facts = Facts(**{**HEALTHY.__dict__, **NCCL_BUILD})
+    assert diagnose(facts) == []
+    (warning,) = advise(facts)
+    assert "NCCL 2.30.7 but no GPU driver loads on this node" in warning and "--cpu-only" in warning
+    assert advise(Facts(**{**HEALTHY.__dict__, **NCCL_BUILD, "libcuda": True})) == []
+    assert advise(HEALTHY) == []

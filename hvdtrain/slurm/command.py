@@ -25,7 +25,7 @@ def job_options(func: F) -> F:
     options = [
         click.option("--launcher", type=click.Choice(LAUNCHERS), default="mpirun", show_default=True),
         click.option("--template", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                     help="Your own template (same variables as slurm/*.sbatch)."),
+                     help="Your own template (same variables as hvdtrain/slurm/templates/*.sbatch)."),
         click.option("--job-name", default="hvdtrain", show_default=True),
         click.option("--nodes", type=int, default=1, show_default=True),
         click.option("--ntasks-per-node", type=int, default=1, show_default=True, help="Ranks per node."),

@@ -1,4 +1,4 @@
-"""sbatch scripts: a frozen spec, rendered purely from the templates in ``slurm/``.
+"""sbatch scripts: a frozen spec, rendered purely from the templates in ``hvdtrain/slurm/templates/`` (package data).
 
 Every value that comes from a user is shell-quoted in the script (the ``q`` filter); ``#SBATCH``
 lines come out in a fixed order, so renders compare with golden files.
@@ -17,7 +17,7 @@ import hvdtrain
 from hvdtrain.errors import HvdtrainError
 from hvdtrain.failure import PREEMPTED_EXIT
 
-TEMPLATES = Path(__file__).resolve().parent.parent.parent / "slurm"
+TEMPLATES = Path(__file__).resolve().parent / "templates"
 LAUNCHERS = ("mpirun", "srun", "horovodrun")
 _TIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$")
 _SIGNAL = re.compile(r"^[A-Z0-9]+$")
@@ -128,7 +128,8 @@ def render_script(spec: SbatchSpec, template: str) -> str:
             spec=spec, header="\n".join(header), directives="\n".join(build_directives(spec)),
             requeue=build_requeue_block(spec), preempted_exit=PREEMPTED_EXIT)
     except jinja2.TemplateError as exc:
-        raise HvdtrainError(f"sbatch template: {exc}", "use the variables the templates in slurm/ use") from None
+        raise HvdtrainError(f"sbatch template: {exc}",
+                            "use the variables of the templates in hvdtrain/slurm/templates/") from None
 
 
 def read_template(launcher: str, path: Path | None) -> str:
