@@ -26,6 +26,7 @@ from hvdtrain.launch.choose import build_parts, choose_launcher, render_explanat
 from hvdtrain.launch.execute import run_argv
 from hvdtrain.launch.plan import (
     LAUNCHERS,
+    WAIT_MODES,
     ElasticSettings,
     build_plan,
     flatten,
@@ -139,6 +140,9 @@ def doctor(ctx: click.Context, as_json: bool, hosts: str | None, hostfile: Path 
               help="How often Horovod's background thread batches requests (HOROVOD_CYCLE_TIME) "
                    "[default: 0.1 unless HOROVOD_CYCLE_TIME is set or --autotune; Horovod: 1].")
 @click.option("--autotune", is_flag=True, help="Let Horovod tune fusion and cycle time while training.")
+@click.option("--horovod-wait", type=click.Choice(WAIT_MODES), default=None,
+              help="sleep: idle Horovod threads block instead of busy-polling (hvdtrain's build); spin: upstream's "
+                   "behaviour (HVDTRAIN_HOROVOD_WAIT) [default: sleep unless HVDTRAIN_HOROVOD_WAIT is set].")
 @ssh_options
 @click.option("--network-interface", default=None, metavar="IFACE",
               help="Network interface the ranks talk over (e.g. ib0).")
@@ -156,6 +160,7 @@ def run(ctx: click.Context, np_: int, hosts: str | None, hostfile: Path | None, 
         env_flags: tuple[str, ...], output_dir: Path | None, stall_timeout: int, tag_output: bool,
         timeline: Path | None,
         mpi_args: str, fusion_threshold_mb: float | None, cycle_time_ms: float | None, autotune: bool,
+        horovod_wait: str | None,
         ssh_port: int | None, ssh_identity: Path | None, ssh_option: tuple[str, ...],
         network_interface: str | None, oversubscribe: bool, elastic: bool, min_np: int | None,
         max_np: int | None, host_discovery_script: Path | None, dry_run: bool, explain: bool,
@@ -176,7 +181,7 @@ def run(ctx: click.Context, np_: int, hosts: str | None, hostfile: Path | None, 
     env = launch_env(os.environ, sys.executable)
     run_dir = (output_dir or default_run_dir(env, Path.cwd(), time.strftime("%Y%m%d-%H%M%S"), os.getpid())).absolute()
     in_slurm = "SLURM_JOB_NODELIST" in env
-    tuning = horovod_tuning(fusion_threshold_mb, cycle_time_ms, autotune, env)
+    tuning = horovod_tuning(fusion_threshold_mb, cycle_time_ms, autotune, env, horovod_wait)
     plan = build_plan(np_, chosen, command, env, os.getuid(),
                       slurm_hosts=hosts_from_slurm(env) if in_slurm else None, env_flags=(*env_flags, *tuning),
                       supervisor=supervisor_prefix(str(Path(sys.executable).parent / "hvdtrain"), run_dir),

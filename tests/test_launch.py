@@ -129,15 +129,35 @@ def test_elastic_horovodrun_plan():
 
 
 def test_horovod_tuning_settings():
-    assert horovod_tuning(None, None, False, {}) == ("HOROVOD_CYCLE_TIME=0.1",)  # hvdtrain's default
-    assert horovod_tuning(None, None, False, {"HOROVOD_CYCLE_TIME": "2"}) == ()  # the user's own setting wins
-    assert horovod_tuning(None, None, True, {}) == ("HOROVOD_AUTOTUNE=1",)  # Horovod tunes the cycle time
-    assert horovod_tuning(64, 0.5, True, {}) == ("HOROVOD_FUSION_THRESHOLD=67108864", "HOROVOD_CYCLE_TIME=0.5",
-                                                 "HOROVOD_AUTOTUNE=1")
+    mine = {"HVDTRAIN_HOROVOD_WAIT": "spin"}  # the user's own wait mode: tested separately below
+    assert horovod_tuning(None, None, False, mine) == ("HOROVOD_CYCLE_TIME=0.1",)  # hvdtrain's default
+    assert horovod_tuning(None, None, False, {"HOROVOD_CYCLE_TIME": "2", **mine}) == ()  # the user's setting wins
+    assert horovod_tuning(None, None, True, mine) == ("HOROVOD_AUTOTUNE=1",)  # Horovod tunes the cycle time
+    assert horovod_tuning(64, 0.5, True, mine) == ("HOROVOD_FUSION_THRESHOLD=67108864", "HOROVOD_CYCLE_TIME=0.5",
+                                                   "HOROVOD_AUTOTUNE=1")
     done = hvdtrain("run", "-np", "2", "--cycle-time-ms", "0.2", "--dry-run", "--", "true")
     assert " -x HOROVOD_CYCLE_TIME=0.2 " in done.stdout
     default = hvdtrain("run", "-np", "2", "--dry-run", "--", "true")
     assert " -x HOROVOD_CYCLE_TIME=0.1 " in default.stdout
+
+
+@pytest.mark.parametrize(("wait", "env", "expected"), [
+    (None, {}, ("HVDTRAIN_HOROVOD_WAIT=sleep",)),  # hvdtrain's default: idle threads sleep
+    (None, {"HVDTRAIN_HOROVOD_WAIT": "spin"}, ()),  # exported by the user: forwarded as it is
+    ("spin", {}, ("HVDTRAIN_HOROVOD_WAIT=spin",)),  # upstream's busy waiting, for comparison
+    ("sleep", {"HVDTRAIN_HOROVOD_WAIT": "spin"}, ("HVDTRAIN_HOROVOD_WAIT=sleep",)),  # the flag wins
+])
+def test_horovod_wait_mode(wait, env, expected):
+    settings = horovod_tuning(None, None, False, {"HOROVOD_CYCLE_TIME": "1", **env}, wait)
+    assert settings == expected
+
+
+def test_explain_says_why_the_wait_mode_is_set():
+    done = hvdtrain("run", "-np", "2", "--dry-run", "--explain", "--", "true")
+    (line,) = [line for line in done.stdout.splitlines() if "HVDTRAIN_HOROVOD_WAIT=sleep" in line]
+    assert "idle Horovod threads sleep instead of busy-polling" in line
+    spin = hvdtrain("run", "-np", "2", "--horovod-wait", "spin", "--dry-run", "--", "true")
+    assert " -x HVDTRAIN_HOROVOD_WAIT=spin " in spin.stdout
 
 
 def test_plan_needs_a_command():

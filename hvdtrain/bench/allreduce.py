@@ -23,7 +23,9 @@ import numpy as np
 
 from hvdtrain.errors import HvdtrainError
 
-BACKENDS = ("horovod_sum", "horovod_avg", "horovod_grouped", "mpi", "gloo")
+BACKENDS = ("horovod_sum", "horovod_spin", "horovod_avg", "horovod_grouped", "mpi", "gloo")
+# horovod_spin: horovod_sum on the same binary with upstream's busy waiting (HVDTRAIN_HOROVOD_WAIT=spin).
+SPIN_BACKENDS = {"horovod_spin": "horovod_sum"}
 _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}
 
 
@@ -121,15 +123,17 @@ def plot_report(report: Mapping[str, Any], path: Path) -> None:
 def run_backend(np_: int, backend: str, sizes: Sequence[int], out: Path) -> list[dict[str, Any]]:
     """One job per backend under ``hvdtrain run``; returns rank 0's measurements."""
     result = out / f"raw-{backend}.json"
-    argv = [str(Path(sys.executable).parent / "hvdtrain"), "run", "-np", str(np_), "--output-dir",
+    wait = ["--horovod-wait", "spin" if backend in SPIN_BACKENDS else "sleep"]
+    argv = [str(Path(sys.executable).parent / "hvdtrain"), "run", "-np", str(np_), *wait, "--output-dir",
             str(out / "logs" / backend), "--", sys.executable, "-m", "hvdtrain.bench.allreduce_worker",
-            "--backend", backend, "--sizes", ",".join(map(str, sizes)), "--out", str(result)]
+            "--backend", SPIN_BACKENDS.get(backend, backend), "--sizes", ",".join(map(str, sizes)),
+            "--out", str(result)]
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise HvdtrainError(f"the {backend} benchmark failed (exit {done.returncode}); logs in {out / 'logs'}",
                             (done.stderr.strip().splitlines() or ["see the logs"])[-1])
     rows: list[dict[str, Any]] = json.loads(result.read_text())["results"]
-    return rows
+    return [{**row, "backend": backend} for row in rows]
 
 
 def run_allreduce_bench(np_: int, sizes: Sequence[int], backends: Sequence[str], rounds: int,

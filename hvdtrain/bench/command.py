@@ -22,7 +22,7 @@ def bench() -> None:
 @bench.command()
 @click.option("-np", "--np", "np_", type=click.IntRange(min=2), default=2, show_default=True)
 @click.option("--sizes", default="4K,64K,1M,16M,64M", show_default=True, help="Message sizes (K, M, G = 1024^n).")
-@click.option("--backends", default="horovod_sum,horovod_avg,horovod_grouped,mpi,gloo", show_default=True)
+@click.option("--backends", default="horovod_sum,horovod_spin,horovod_avg,horovod_grouped,mpi,gloo", show_default=True)
 @click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True,
               help="Every backend once per round; each time is the median over rounds.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("bench-out"),
@@ -72,6 +72,26 @@ def train(np_: int, models: str, rounds: int, batch_size: int, timeline: Path | 
                             f"choose from {','.join(WORKLOADS)}")
     click.echo(render_train_table(run_train_bench(np_, chosen, rounds, batch_size, out, timeline)))
     click.echo(f"wrote {out / 'train.json'}, {out / 'train.png'}")
+
+
+@bench.command()
+@click.option("-np", "--np", "np_", type=click.IntRange(min=2), default=2, show_default=True)
+@click.option("--seconds", type=click.FloatRange(min=0.5), default=5.0, show_default=True,
+              help="How long each rank sleeps.")
+@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("bench-out"),
+              show_default=True, help="idle.json.")
+def idle(np_: int, seconds: float, rounds: int, out: Path) -> None:
+    """CPU per rank of a Horovod job that does nothing: patched wait (sleep) against upstream's (spin).
+
+    \b
+    Example:
+      hvdtrain bench idle -np 2 --seconds 5 --rounds 3
+    """
+    from hvdtrain.bench.idle import render_idle_table, run_idle_bench
+
+    click.echo(render_idle_table(run_idle_bench(np_, seconds, rounds, out)))
+    click.echo(f"wrote {out / 'idle.json'}")
 
 
 @bench.command()

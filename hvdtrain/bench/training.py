@@ -15,7 +15,8 @@ from typing import Any
 from hvdtrain.bench.workloads import WORKLOADS
 from hvdtrain.errors import HvdtrainError
 
-CONFIGS = ("hvdtrain", "ddp", "independent", "plain", "hvdtrain_np1")
+# hvdtrain_spin: the same binary with upstream's busy waiting (HVDTRAIN_HOROVOD_WAIT=spin).
+CONFIGS = ("hvdtrain", "hvdtrain_spin", "ddp", "independent", "plain", "hvdtrain_np1")
 EPOCHS = 2  # the first warms up; the second is timed
 
 
@@ -28,6 +29,8 @@ def build_argv(config: str, workload: str, np_: int, out: Path, batch_size: int,
     run = [hvdtrain, "run", "-np", str(ranks), "--output-dir", str(out / "logs")]
     if timeline is not None:
         run += ["--timeline", str(timeline)]
+    if config == "hvdtrain_spin":
+        run += ["--horovod-wait", "spin"]
     if config.startswith("hvdtrain"):
         return [*run, "--", hvdtrain, "train", "--model", model, "--dataset", dataset, "--epochs", str(EPOCHS),
                 "--batch-size", str(batch_size), "--threads-per-rank", "1", "--eval-every", str(EPOCHS),
@@ -63,6 +66,7 @@ def summarize(samples: Mapping[str, Sequence[float]]) -> dict[str, Any]:
                       "spread": (max(values) - min(values)) / 2} for name, values in samples.items()}
     speed = {name: value["samples_per_sec"] for name, value in configs.items()}
     return {"configs": configs, "ratios": {"vs_ddp": speed["hvdtrain"] / speed["ddp"],
+                                           "vs_spin": speed["hvdtrain"] / speed["hvdtrain_spin"],
                                            "efficiency": speed["hvdtrain"] / speed["independent"],
                                            "overhead_np1": speed["hvdtrain_np1"] / speed["plain"]}}
 
@@ -87,12 +91,12 @@ def render_train_table(report: Mapping[str, Any]) -> str:
     lines = [f"training throughput, samples/s (median of {report['rounds']} rounds +- half range), "
              f"np={report['world_size']}, batch {report['batch_size']} per rank",
              f"{'model':<12}" + "".join(f"{name:>18}" for name in CONFIGS) +
-             f"{'vs DDP':>9}{'eff.':>7}{'np1/plain':>11}"]
+             f"{'vs DDP':>9}{'vs spin':>9}{'eff.':>7}{'np1/plain':>11}"]
     for name, model in report["models"].items():
         cells = "".join(f"{model['configs'][c]['samples_per_sec']:>11.0f} +-{model['configs'][c]['spread']:>4.0f}"
                         for c in CONFIGS)
         ratios = model["ratios"]
-        lines.append(f"{name:<12}{cells}{ratios['vs_ddp']:>9.2f}{ratios['efficiency']:>7.2f}"
+        lines.append(f"{name:<12}{cells}{ratios['vs_ddp']:>9.2f}{ratios['vs_spin']:>9.2f}{ratios['efficiency']:>7.2f}"
                      f"{ratios['overhead_np1']:>11.2f}")
     return "\n".join(lines)
 

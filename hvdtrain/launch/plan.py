@@ -98,12 +98,23 @@ def stall_settings(timeout_s: int) -> tuple[tuple[str, str], ...]:
 # a floor under each all-reduce's latency. Measured here: 0.1 ms cut a 64 KiB all-reduce from
 # about 1.2 ms to 0.4-0.6 ms, and training was no slower (README, Performance).
 DEFAULT_CYCLE_TIME_MS = 0.1
+# How hvdtrain's Horovod waits (hvdtrain/install/patches/wait-without-spinning.patch): "sleep" blocks
+# an idle background loop and sleeps in MPI coordination; "spin" is upstream's busy waiting.
+WAIT_VARIABLE = "HVDTRAIN_HOROVOD_WAIT"
+WAIT_MODES = ("sleep", "spin")
+DEFAULT_WAIT = "sleep"
+# Why each variable hvdtrain sets is there, for --explain.
+ENV_REASONS = {
+    "HOROVOD_CYCLE_TIME": "Horovod batches requests every 0.1 ms instead of 1 ms: lower all-reduce latency",
+    WAIT_VARIABLE: "idle Horovod threads sleep instead of busy-polling a core the model needs (spin: upstream)",
+}
 
 
 def horovod_tuning(fusion_threshold_mb: float | None, cycle_time_ms: float | None,
-                   autotune: bool, env: Mapping[str, str]) -> tuple[str, ...]:
+                   autotune: bool, env: Mapping[str, str], wait: str | None = None) -> tuple[str, ...]:
     """``NAME=VALUE`` settings of Horovod's runtime, for ``-x``. The cycle time defaults to
-    hvdtrain's unless the user set HOROVOD_CYCLE_TIME or asked Horovod to tune it."""
+    hvdtrain's unless the user set HOROVOD_CYCLE_TIME or asked Horovod to tune it; the wait mode
+    to "sleep" unless the user exported HVDTRAIN_HOROVOD_WAIT."""
     settings = []
     if fusion_threshold_mb is not None:
         settings.append(f"HOROVOD_FUSION_THRESHOLD={int(fusion_threshold_mb * 2**20)}")
@@ -113,6 +124,10 @@ def horovod_tuning(fusion_threshold_mb: float | None, cycle_time_ms: float | Non
         settings.append(f"HOROVOD_CYCLE_TIME={cycle_time_ms:g}")
     if autotune:
         settings.append("HOROVOD_AUTOTUNE=1")
+    if wait is None and WAIT_VARIABLE not in env:
+        wait = DEFAULT_WAIT
+    if wait is not None:
+        settings.append(f"{WAIT_VARIABLE}={wait}")
     return tuple(settings)
 
 
