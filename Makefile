@@ -65,9 +65,11 @@ test: install test-tools lint
 test-gpu: install
 	$(PY) -m pytest tests/gpu_checks.py
 
-# Benchmarks (not part of `make test`): all-reduce per backend and training throughput against
-# DDP and the independent-process limit, written to bench-out/ (JSON, CSV, PNG).
+# Benchmarks (not part of `make test`): idle CPU per rank, all-reduce per backend and training
+# throughput against DDP, the independent-process limit and upstream's busy waiting (same binary),
+# written to bench-out/ (JSON, CSV, PNG).
 bench: install
+	$(HVDTRAIN) bench idle -np 2 --seconds 5 --rounds 3 --out bench-out
 	$(HVDTRAIN) bench allreduce -np 2 --sizes 4K,64K,1M,16M,64M --out bench-out
 	$(HVDTRAIN) bench train -np 2 --rounds 5 --out bench-out
 	$(HVDTRAIN) bench model --params 44.5e6 --step-time 0.49 --bandwidth 3.125 --latency 25

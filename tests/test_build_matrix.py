@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO
+from test_install import PATCHES
 
 pytestmark = pytest.mark.mpi
 CUDA_VARIABLES = ("CUDA_HOME", "CUDA_PATH", "HOROVOD_CUDA_HOME", "HOROVOD_NCCL_HOME", "HOROVOD_GPU_OPERATIONS",
@@ -54,8 +55,7 @@ def check_installed_package(venv: Path, env: dict[str, str], cwd: Path) -> None:
                  env, timeout=60, cwd=cwd)
     assert script.startswith("#!/bin/bash") and "hostfile from-slurm" in script
     site = Path(located).parent
-    assert sorted(path.name for path in (site / "install" / "patches").glob("*.patch")) == [
-        "cxx-standard.patch", "gcc13-headers.patch", "gloo-cxx17.patch"]
+    assert sorted(path.name for path in (site / "install" / "patches").glob("*.patch")) == PATCHES
 
 
 @pytest.fixture(scope="session")

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tarfile
 from pathlib import Path
 
 import pytest
 
 from hvdtrain.errors import HvdtrainError
-from hvdtrain.install.build import build_env, default_cache_dir, fetch_sdist
+from hvdtrain.install.build import build_env, default_cache_dir, extract_sdist, fetch_sdist
 from hvdtrain.install.patches import apply_patches, patch_files, patches_digest
 from hvdtrain.install.plan import HOROVOD_VERSION, Probes, plan_build, render_plan
 from hvdtrain.install.toolchain import (
@@ -26,6 +25,7 @@ from hvdtrain.install.toolchain import (
     parse_nccl_version,
 )
 
+PATCHES = ["cxx-standard.patch", "gcc13-headers.patch", "gloo-cxx17.patch", "wait-without-spinning.patch"]
 NCCL_H = "#define NCCL_MAJOR 2\n#define NCCL_MINOR 30\n#define NCCL_PATCH 7\n#define NCCL_SUFFIX \"\"\n"
 
 
@@ -228,11 +228,10 @@ def test_patches_digest_changes_with_a_patch(tmp_path):
 def test_every_patch_applies_to_the_real_sdist(tmp_path):
     """Download (or reuse from the cache) Horovod's sdist, apply our patches with patch -p1, check the result."""
     sdist = fetch_sdist(default_cache_dir(os.environ), tmp_path / "log", os.environ)
-    with tarfile.open(sdist) as archive:
-        archive.extractall(tmp_path, filter="data")
-    source = tmp_path / f"horovod-{HOROVOD_VERSION}"
+    source = extract_sdist(sdist, tmp_path)
+    assert source == tmp_path / f"horovod-{HOROVOD_VERSION}"
     patches = patch_files()
-    assert [path.name for path in patches] == ["cxx-standard.patch", "gcc13-headers.patch", "gloo-cxx17.patch"]
+    assert [path.name for path in patches] == PATCHES
     apply_patches(source, patches)
     top = (source / "CMakeLists.txt").read_text()
     assert "set(CMAKE_CXX_STANDARD $ENV{HVDTRAIN_CXX_STANDARD})" in top and "CMAKE_CXX_STANDARD 14" not in top
@@ -240,6 +239,9 @@ def test_every_patch_applies_to_the_real_sdist(tmp_path):
     assert "-std=c++17 -fPIC" in (source / "third_party" / "gloo" / "CMakeLists.txt").read_text()
     assert "#include <stdexcept>" in (source / "horovod" / "common" / "common.h").read_text()
     assert "#include <string>" in (source / "horovod" / "common" / "group_table.h").read_text()
+    assert "HVDTRAIN_HOROVOD_WAIT" in (source / "horovod" / "common" / "common.h").read_text()
+    assert "MPI_Iallreduce" in (source / "horovod" / "common" / "mpi" / "mpi_controller.cc").read_text()
+    assert "WaitForWork" in (source / "horovod" / "common" / "operations.cc").read_text()
     for path in patches:
         assert path.read_text().startswith("hvdtrain: "), f"{path.name} must start by saying what it changes and why"
     with pytest.raises(HvdtrainError, match="does not apply"):

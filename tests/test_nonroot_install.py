@@ -77,8 +77,10 @@ def test_make_install_as_a_user_without_root_or_debian_tools():
         for slot in (root_cache / "wheels").glob("*torch-2.13.0*_cpu_*"):
             shutil.copytree(slot, cache / "wheels" / slot.name)
         subprocess.run(["chown", "-R", f"{account.pw_uid}:{account.pw_gid}", str(work)], check=True)
-        env = {"HOME": str(home), "PATH": str(path), "HVDTRAIN_CACHE": str(cache), "PYTHON": "/usr/bin/python3",
-               "LANG": "C.UTF-8"}
+        # The machine's pip settings (where torch's wheel lies on disk) as a site's pip config would give them.
+        pip = {name: value for name, value in os.environ.items() if name.startswith("PIP_")}
+        env = {**pip, "HOME": str(home), "PATH": str(path), "HVDTRAIN_CACHE": str(cache),
+               "PYTHON": "/usr/bin/python3", "LANG": "C.UTF-8"}
         for tool in ("apt-get", "dpkg-query", "sudo"):
             assert as_user(["sh", "-c", f"command -v {tool}"], env, 30, work).returncode != 0
 

@@ -124,6 +124,21 @@ def fetch_sdist(cache_root: Path, log: Path, env: Mapping[str, str]) -> Path:
     return sdist
 
 
+def extract_sdist(sdist: Path, folder: Path) -> Path:
+    """Unpack the sdist safely; Pythons before 3.11.4 (Debian 12 has 3.11.2) lack tarfile's filters."""
+    with tarfile.open(sdist) as archive:
+        if hasattr(tarfile, "data_filter"):
+            archive.extractall(folder, filter="data")
+        else:
+            unsafe = [member.name for member in archive.getmembers() if member.name.startswith("/")
+                      or ".." in Path(member.name).parts or not (member.isfile() or member.isdir())]
+            if unsafe:
+                raise HvdtrainError(f"{sdist.name} holds an unsafe entry {unsafe[0]!r}",
+                                    f"delete {sdist} and run again to download it afresh")
+            archive.extractall(folder)  # every member was checked above
+    return folder / f"horovod-{HOROVOD_VERSION}"
+
+
 def link_nccl(plan: BuildPlan) -> None:
     """The nvidia-nccl wheel ships only ``libnccl.so.2``: give CMake a build-private ``libnccl.so``."""
     if plan.nccl is None or not plan.nccl.needs_link:
@@ -148,9 +163,7 @@ def build_wheel(plan: BuildPlan, cache_root: Path, env: Mapping[str, str]) -> Pa
     log.write_text("")
     sdist = fetch_sdist(cache_root, log, env)
     with tempfile.TemporaryDirectory(prefix="hvdtrain-horovod-") as tmp:
-        with tarfile.open(sdist) as archive:
-            archive.extractall(tmp, filter="data")
-        source = Path(tmp) / f"horovod-{HOROVOD_VERSION}"
+        source = extract_sdist(sdist, Path(tmp))
         apply_patches(source, patch_files())
         link_nccl(plan)
         argv = [sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-w", str(slot), str(source)]
