@@ -88,7 +88,6 @@ class BuildPlan:
     env: Mapping[str, str]  # variables the build sets on top of the caller's environment
     unset: tuple[str, ...]
     nccl: Nccl | None
-    jobs: int
 
 
 TOOL_HINTS = {
@@ -143,9 +142,8 @@ def plan_build(probes: Probes, cpu_only: bool, patches_digest: str, nccl_link_di
     check_tools(probes)
     standard = cxx_standard_for_torch(probes.torch)
     gpu = choose_gpu_operations(probes, cpu_only)
-    user_jobs = probes.env.get("MAKEFLAGS")
-    jobs = parallel_jobs(probes.cpus, probes.memory_bytes)
-    env = {**FRAMEWORK_ENV, "HVDTRAIN_CXX_STANDARD": str(standard), "MAKEFLAGS": user_jobs or f"-j{jobs}"}
+    jobs = probes.env.get("MAKEFLAGS") or f"-j{parallel_jobs(probes.cpus, probes.memory_bytes)}"
+    env = {**FRAMEWORK_ENV, "HVDTRAIN_CXX_STANDARD": str(standard), "MAKEFLAGS": jobs}
     nccl = probes.nccl if gpu else None
     archs: tuple[int, ...] = ()
     if gpu and nccl is not None and probes.cuda_home is not None:
@@ -167,7 +165,7 @@ def plan_build(probes: Probes, cpu_only: bool, patches_digest: str, nccl_link_di
         gpu_operations=gpu, cuda=probes.cuda_version if gpu else None, nccl=nccl.version if nccl else None,
         cuda_archs=archs, patches_digest=patches_digest)
     unset = () if gpu else tuple(name for name in GPU_ENV if name in probes.env)
-    return BuildPlan(target, env, unset, nccl, jobs)
+    return BuildPlan(target, env, unset, nccl)
 
 
 def render_plan(plan: BuildPlan, action: str) -> str:
@@ -176,7 +174,8 @@ def render_plan(plan: BuildPlan, action: str) -> str:
     lines = [f"Horovod {target.horovod} for torch {target.torch} ({target.python_abi}), {target.mpi}, "
              f"{target.compiler}, C++{target.cxx_standard}, "
              + (f"NCCL {target.nccl} with CUDA {target.cuda} for sm {','.join(map(str, target.cuda_archs))}"
-                if target.gpu_operations else "CPU only (MPI and Gloo)"),
+                f" (NCCL from {plan.nccl.source})" if target.gpu_operations and plan.nccl
+                else "CPU only (MPI and Gloo)"),
              f"cache key: {target.cache_key}", f"action: {action}"]
     lines += [f"  {name}={value}" for name, value in sorted(plan.env.items())]
     lines += [f"  unset {name}" for name in plan.unset]
