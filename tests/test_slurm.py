@@ -90,7 +90,9 @@ def _wait_until(predicate, timeout=120):
 
 
 def test_preempted_job_checkpoints_requeues_and_finishes_exactly(slurm_env, tmp_path):
-    train = (HVDTRAIN, "train", "--model", "cnn", "--epochs", "3", "--batch-size", "16", "--checkpoint-dir",
+    # 20 epochs (a few seconds): with Horovod's waits that sleep, 3 epochs ended in 0.6 s, before the
+    # signal had made its way from scancel through the batch script, mpirun and the supervisors.
+    train = (HVDTRAIN, "train", "--model", "cnn", "--epochs", "20", "--batch-size", "16", "--checkpoint-dir",
              "ckpt", "--auto-resume", "--preempt-check-every", "5", "--out", "out")
     done = _submit(slurm_env, tmp_path, "--nodes", "1", "--ntasks-per-node", "2", command=train, wait=False)
     assert done.returncode == 0, done.stderr
