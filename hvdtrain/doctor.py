@@ -14,6 +14,7 @@ from typing import Any
 
 from hvdtrain.detect import detect_mpi
 from hvdtrain.install.build import read_installed_record
+from hvdtrain.install.plan import TOOL_HINTS
 
 FIX = "run `hvdtrain build-horovod`"
 
@@ -63,13 +64,13 @@ def diagnose(facts: Facts) -> list[str]:
         problems.append(f"Horovod was built against a torch with CUDA {facts.built_against_torch_cuda or 'none'} "
                         f"but this torch has CUDA {facts.torch_cuda or 'none'}: {FIX}")
     if facts.mpirun is None:
-        problems.append("mpirun was not found on PATH: install Open MPI (`make install` does it)")
+        problems.append(f"mpirun was not found on PATH: {TOOL_HINTS['mpirun']}")
     elif facts.built_against_mpi and facts.built_against_mpi != facts.mpirun:
         problems.append(f"Horovod was built against {facts.built_against_mpi} but mpirun on PATH is "
                         f"{facts.mpirun}: put the matching mpirun first on PATH, or {FIX}")
     if facts.cuda_available and not facts.nccl_built:
         problems.append(f"torch sees {facts.cuda_device_count} GPU(s) but Horovod was built without NCCL: "
-                        f"{FIX} on a GPU node to build it with HOROVOD_GPU_OPERATIONS=NCCL")
+                        f"{FIX} with this CUDA build of torch (without --cpu-only) to build it with NCCL")
     return problems
 
 

@@ -29,7 +29,7 @@ def test_doctor_exits_1_when_mpirun_is_missing(tmp_path):
     env = {**os.environ, "PATH": str(tmp_path)}  # an empty directory: no mpirun
     done = hvdtrain("doctor", env=env)
     assert done.returncode == 1
-    assert "problem: mpirun was not found on PATH: install Open MPI" in done.stdout
+    assert "problem: mpirun was not found on PATH: `module load openmpi`" in done.stdout
 
 
 def _commands(group, path=()):

@@ -17,14 +17,14 @@ import sys
 import sysconfig
 import tarfile
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 
 from hvdtrain.detect import detect_mpi
 from hvdtrain.errors import HvdtrainError
-from hvdtrain.install.patches import apply_patches, patch_files
+from hvdtrain.install.patches import apply_patches
 from hvdtrain.install.plan import HOROVOD_VERSION, TOOL_HINTS, BuildPlan, Probes
 from hvdtrain.install.toolchain import find_cuda_home, find_nccl, parse_arch_flags, read_cuda_version
 
@@ -155,8 +155,8 @@ def build_env(plan: BuildPlan, base: Mapping[str, str]) -> dict[str, str]:
     return {**env, **plan.env}
 
 
-def build_wheel(plan: BuildPlan, cache_root: Path, env: Mapping[str, str]) -> Path:
-    """Fetch, patch and compile; the wheel and its record land in the cache slot. Returns the wheel."""
+def build_wheel(plan: BuildPlan, cache_root: Path, env: Mapping[str, str], patches: Sequence[Path]) -> Path:
+    """Fetch, apply ``patches`` and compile; the wheel and its record land in the cache slot. Returns the wheel."""
     slot = wheel_slot(cache_root, plan)
     slot.mkdir(parents=True, exist_ok=True)
     log = slot / "build.log"
@@ -164,7 +164,7 @@ def build_wheel(plan: BuildPlan, cache_root: Path, env: Mapping[str, str]) -> Pa
     sdist = fetch_sdist(cache_root, log, env)
     with tempfile.TemporaryDirectory(prefix="hvdtrain-horovod-") as tmp:
         source = extract_sdist(sdist, Path(tmp))
-        apply_patches(source, patch_files())
+        apply_patches(source, patches)
         link_nccl(plan)
         argv = [sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-w", str(slot), str(source)]
         _run_logged("compiling Horovod", argv, log, build_env(plan, env))

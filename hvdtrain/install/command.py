@@ -61,6 +61,6 @@ def build_horovod(cpu_only: bool, cache_dir: Path | None, rebuild: bool, dry_run
     compiled = wheel is None
     if wheel is None:
         click.echo(f"Compiling Horovod with {plan.env['MAKEFLAGS']} (a few minutes); log: {slot / 'build.log'}")
-        wheel = build_wheel(plan, cache_root, env)
+        wheel = build_wheel(plan, cache_root, env, patches)
     install_wheel(wheel, sys.prefix)
     click.echo(f"Installed {wheel.name} ({'compiled' if compiled else 'from the cache'}) into {sys.prefix}")

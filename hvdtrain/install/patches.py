@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 from hvdtrain.errors import HvdtrainError
@@ -17,7 +18,7 @@ def patch_files() -> list[Path]:
     return sorted(PATCH_DIR.glob("*.patch"))
 
 
-def patches_digest(paths: list[Path]) -> str:
+def patches_digest(paths: Sequence[Path]) -> str:
     """A short sha256 over the patches' names and texts: part of the build's cache key."""
     digest = hashlib.sha256()
     for path in paths:
@@ -25,7 +26,7 @@ def patches_digest(paths: list[Path]) -> str:
     return digest.hexdigest()[:12]
 
 
-def apply_patches(source: Path, paths: list[Path], patch: str = "patch") -> None:
+def apply_patches(source: Path, paths: Sequence[Path], patch: str = "patch") -> None:
     """Apply each patch to an unpacked sdist; one that does not apply cleanly stops the build."""
     for path in paths:
         done = subprocess.run([patch, "-p1", "--forward", "--batch", "-i", str(path)], cwd=source,
