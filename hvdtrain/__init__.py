@@ -2,7 +2,7 @@
 
 Importing this package is cheap: torch and Horovod are imported only by the
 modules that train (``hvdtrain.train``, the API in ``hvdtrain.api``) or inspect the
-install (``hvdtrain.doctor``).
+install (``hvdtrain.install.doctor``).
 """
 
 from typing import Any

@@ -1,3 +1,3 @@
-from hvdtrain.cli import main
+from hvdtrain.cli.main import main
 
 main()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +42,44 @@ def hvdtrain(*args: str, timeout: float = 300, env: dict[str, str] | None = None
                           env=env, cwd=cwd or REPO, check=False)
 
 
+@dataclass(frozen=True)
+class CliResult:
+    """What ``cli`` saw: the exit status and both streams, like a finished process."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def cli(*args: str, env: dict[str, str | None] | None = None, cwd: Path | None = None) -> CliResult:
+    """``hvdtrain ARGS`` in this process: ``main(argv)`` under click's CliRunner isolation (its own
+    stdin/stdout/stderr; ``env`` entries set, or unset when None) in ``cwd``. For everything that
+    does not start ranks: bad input, --help, config precedence, dry runs."""
+    from click.testing import CliRunner
+
+    from hvdtrain.cli.main import main
+    from hvdtrain.job.signals import FORWARDED_SIGNALS
+
+    handlers = {signum: signal.getsignal(signum) for signum in FORWARDED_SIGNALS}  # train installs its own
+    argv, path, modules = sys.argv, list(sys.path), set(sys.modules)
+    with CliRunner().isolation(env=env) as (stdout, stderr, _), contextlib.chdir(cwd or REPO):
+        sys.argv = ["hvdtrain", *args]
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+        finally:
+            sys.argv, sys.path[:] = argv, path
+            here = str(Path.cwd())
+            for name in set(sys.modules) - modules:  # a user's model module, from this test's directory
+                if here != str(REPO) and str(getattr(sys.modules[name], "__file__", "") or "").startswith(here):
+                    del sys.modules[name]
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
+    return CliResult(code, stdout.getvalue().decode(), stderr.getvalue().decode())
+
+
 def train_mpi(np: int, out: Path, *train_args: str, timeout: float = 600) -> dict[str, Any]:
     """``hvdtrain run -np N -- hvdtrain train ...``; returns summary.json, failing loudly on error."""
     done = hvdtrain("run", "-np", str(np), "--", HVDTRAIN, "train", "--out", str(out), *train_args,
@@ -51,7 +92,10 @@ def check_golden(name: str, actual: str) -> None:
     """Compare with tests/golden/NAME; refresh with HVDTRAIN_UPDATE_GOLDEN=1 make test."""
     path = GOLDEN / name
     if os.environ.get("HVDTRAIN_UPDATE_GOLDEN") == "1":
+        if os.environ.get("CI") == "true":
+            pytest.fail("HVDTRAIN_UPDATE_GOLDEN=1 under CI=true: golden files are updated by hand, never by CI")
         path.write_text(actual)
+        pytest.skip(f"updated golden/{name}: review it with git diff")
     expected = path.read_text() if path.exists() else ""
     if actual != expected:
         diff = "".join(difflib.unified_diff(expected.splitlines(True), actual.splitlines(True),

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, hvdtrain
+from conftest import REPO, cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hvdtrain.errors import HvdtrainError
-from hvdtrain.hostfile import parse_hostfile
-from hvdtrain.hosts import parse_host_list
+from hvdtrain.hosts.host import parse_host_list
+from hvdtrain.hosts.hostfile import parse_hostfile
 from hvdtrain.slurm.nodelist import expand_nodelist, expand_tasks_per_node, hosts_from_nodelist
 
 CORPUS = yaml.safe_load((Path(__file__).parent / "data" / "bad_inputs.yaml").read_text())
@@ -30,8 +30,8 @@ def test_bad_input(case, tmp_path):
         (tmp_path / name).write_text(content)
     before = _files(tmp_path)
     args = [arg.replace("{hostfiles}", str(REPO / "hostfiles")) for arg in case["args"]]
-    env = {key: value for key, value in os.environ.items() if not key.startswith("SLURM_")}
-    done = hvdtrain(*args, cwd=tmp_path, env=env)
+    env: dict[str, str | None] = {key: None for key in os.environ if key.startswith("SLURM_")}
+    done = cli(*args, cwd=tmp_path, env=env)
     assert done.returncode == 2, done.stdout + done.stderr
     assert case["message"] in done.stderr, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr

@@ -3,7 +3,8 @@
 import json
 import os
 
-from conftest import hvdtrain
+import pytest
+from conftest import cli, hvdtrain
 
 DOCTOR_FIELDS = {"python", "torch", "torch_cuda", "horovod", "horovod_error", "mpi_built", "gloo_built",
                  "nccl_built", "torch_ops", "built_against_torch", "built_against_mpi", "built_against_torch_cuda",
@@ -41,15 +42,15 @@ def _commands(group, path=()):
 
 
 def test_every_command_has_help_with_an_example():
-    from hvdtrain.cli import cli
+    from hvdtrain.cli.main import cli as group
 
-    paths = list(_commands(cli))
+    paths = list(_commands(group))
     assert len(paths) >= 17
     for path in [(), *paths]:
-        done = hvdtrain(*path, "--help")
+        done = cli(*path, "--help")
         assert done.returncode == 0 and "Usage:" in done.stdout, path
         assert "Example" in done.stdout, f"hvdtrain {' '.join(path)} --help shows no example"
-    assert hvdtrain("--version").stdout.strip().startswith("hvdtrain, version ")
+    assert cli("--version").stdout.strip().startswith("hvdtrain, version ")
 
 
 def test_python_dash_m_works():
@@ -61,7 +62,7 @@ def test_python_dash_m_works():
 
 
 def test_hostfile_show_prints_hosts_and_layout():
-    done = hvdtrain("hostfile", "show", "hostfiles/commented", "-np", "5")
+    done = cli("hostfile", "show", "hostfiles/commented", "-np", "5")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[:3] == ["node01 slots=4", "node02 slots=4 max_slots=8", "node03 slots=2"]
@@ -71,12 +72,24 @@ def test_hostfile_show_prints_hosts_and_layout():
 
 def test_hostfile_convert_round_trips(tmp_path):
     target = tmp_path / "hosts.json"
-    assert hvdtrain("hostfile", "convert", "hostfiles/two-nodes", "--to", "json", "-o", str(target)).returncode == 0
-    back = hvdtrain("hostfile", "convert", str(target), "--to", "mpich")
+    assert cli("hostfile", "convert", "hostfiles/two-nodes", "--to", "json", "-o", str(target)).returncode == 0
+    back = cli("hostfile", "convert", str(target), "--to", "mpich")
     assert back.stdout == "node01:4\nnode02:4\n"
 
 
 def test_run_with_hostfile_dry_run():
-    done = hvdtrain("run", "-np", "8", "--hostfile", "hostfiles/two-nodes", "--dry-run", "--", "true")
+    done = cli("run", "-np", "8", "--hostfile", "hostfiles/two-nodes", "--dry-run", "--", "true")
     assert done.returncode == 0, done.stderr
     assert " -H node01:4,node02:4 " in done.stdout
+
+
+@pytest.mark.parametrize("fmt", ["openmpi", "mpich", "horovod", "json"])
+def test_hostfile_convert_then_show_round_trips(tmp_path, fmt):
+    source = tmp_path / "hosts"
+    source.write_text("node01 slots=2\nrack0_blade1 slots=4\ngpu1.cluster.example.org\nfe80::1 slots=8\n")
+    converted = tmp_path / f"hosts.{fmt}"
+    done = cli("hostfile", "convert", str(source), "--to", fmt, "-o", str(converted))
+    assert done.returncode == 0, done.stderr
+    shown = cli("hostfile", "show", str(converted))
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout == source.read_text().replace("gpu1.cluster.example.org", "gpu1.cluster.example.org slots=1")

@@ -1,7 +1,7 @@
 import pytest
 
-from hvdtrain.detect import parse_mpi_version
-from hvdtrain.doctor import Facts, advise, diagnose, parse_maps_libmpi
+from hvdtrain.install.doctor import Facts, advise, diagnose, parse_maps_libmpi
+from hvdtrain.launch.detect import parse_mpi_version
 
 
 @pytest.mark.parametrize(("text", "flavor", "version"), [

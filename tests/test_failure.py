@@ -2,16 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from hvdtrain.failure import (
-    RankReport,
-    build_failure,
-    classify_returncode,
-    default_run_dir,
-    extract_traceback,
-    parse_missing_ranks,
-    rank_from_env,
-    size_from_env,
-)
+from hvdtrain.job.failure import RankReport, build_failure, classify_returncode, extract_traceback, parse_missing_ranks
+from hvdtrain.job.paths import RunPaths
+from hvdtrain.job.ranks import launched_by_launcher, rank_from_env, size_from_env
 
 STALL_LOG = """\
 [2026-11-22 07:40:01.000: W horovod/common/stall_inspector.cc:107] One or more tensors were submitted to be \
@@ -46,21 +39,38 @@ def test_classify_returncode(returncode, expected):
 
 
 @pytest.mark.parametrize(("env", "rank"), [({}, 0), ({"OMPI_COMM_WORLD_RANK": "3"}, 3), ({"PMIX_RANK": "2"}, 2),
-                                           ({"HOROVOD_RANK": "1", "SLURM_PROCID": "5"}, 1), ({"SLURM_PROCID": "5"}, 5)])
+                                           ({"HOROVOD_RANK": "1", "SLURM_PROCID": "5"}, 1), ({"SLURM_PROCID": "5"}, 5),
+                                           ({"OMPI_COMM_WORLD_RANK": "²"}, 0)])
 def test_rank_from_env(env, rank):
     assert rank_from_env(env) == rank
 
 
-@pytest.mark.parametrize(("env", "size"), [({}, 1), ({"OMPI_COMM_WORLD_SIZE": "4"}, 4), ({"PMI_SIZE": "3"}, 3),
-                                           ({"HOROVOD_SIZE": "2", "SLURM_NTASKS": "8"}, 2), ({"SLURM_NTASKS": "8"}, 8)])
+@pytest.mark.parametrize(("env", "size"), [
+    ({}, 1), ({"OMPI_COMM_WORLD_RANK": "0", "OMPI_COMM_WORLD_SIZE": "4"}, 4), ({"PMI_RANK": "0", "PMI_SIZE": "3"}, 3),
+    ({"HOROVOD_RANK": "1", "HOROVOD_SIZE": "2", "SLURM_PROCID": "0", "SLURM_NTASKS": "8"}, 2),
+    ({"SLURM_PROCID": "0", "SLURM_NTASKS": "8"}, 8)])
 def test_size_from_env(env, size):
     assert size_from_env(env) == size
 
 
-def test_default_run_dir():
-    assert default_run_dir({}, Path("/home/u"), "20261122-070000", 42) == Path(
-        "/home/u/hvdtrain-runs/run-20261122-070000-42")
-    assert default_run_dir({"HVDTRAIN_RUNS_DIR": "/scratch/r"}, Path("/x"), "s", 1) == Path("/scratch/r/run-s-1")
+def test_size_comes_from_the_launcher_that_gave_the_rank():
+    # Inside sbatch, SLURM_NTASKS is the whole job's; mpirun's own size wins with mpirun's rank.
+    assert size_from_env({"OMPI_COMM_WORLD_RANK": "0", "OMPI_COMM_WORLD_SIZE": "2", "SLURM_NTASKS": "8"}) == 2
+
+
+@pytest.mark.parametrize(("env", "joins"), [({}, False), ({"SLURM_PROCID": "0"}, False),
+                                            ({"OMPI_COMM_WORLD_RANK": "0"}, True), ({"PMIX_RANK": "1"}, True),
+                                            ({"HOROVOD_RANK": "0"}, True), ({"PMI_RANK": "0"}, True)])
+def test_launched_by_launcher(env, joins):
+    assert launched_by_launcher(env) is joins
+
+
+def test_run_paths():
+    paths = RunPaths.new({}, Path("/home/u"), "20261122-070000", 42)
+    assert paths.root == Path("/home/u/hvdtrain-runs/run-20261122-070000-42")
+    assert RunPaths.new({"HVDTRAIN_RUNS_DIR": "/scratch/r"}, Path("/x"), "s", 1).root == Path("/scratch/r/run-s-1")
+    assert (paths.log(3).name, paths.report(3).name, paths.progress(3).name, paths.failure.name) == (
+        "rank-3.log", "rank-3.json", "rank-3.progress", "failure.json")
 
 
 def _report(rank, code=None, sig=None, ended=None, running=False):

@@ -4,8 +4,9 @@ from pathlib import Path
 import pytest
 
 from hvdtrain.errors import HvdtrainError
-from hvdtrain.hostfile import FORMATS, format_hosts, parse_hostfile, read_hostfile
-from hvdtrain.hosts import Host, Slot, assign_ranks
+from hvdtrain.hosts.host import Host
+from hvdtrain.hosts.hostfile import FORMATS, format_hosts, parse_hostfile, read_hostfile
+from hvdtrain.hosts.layout import Slot, assign_ranks
 
 EXAMPLES = Path(__file__).parent.parent / "hostfiles"
 
@@ -77,3 +78,71 @@ def test_assign_ranks_by_node():
     assert [(s.rank, s.host, s.local_rank, s.cross_rank) for s in layout] == [
         (0, "a", 0, 0), (1, "b", 0, 1), (2, "a", 1, 0), (3, "b", 1, 1)]
     assert {s.local_size for s in layout} == {2} and {s.cross_size for s in layout} == {2}
+
+
+# Real-world inputs the parsers once got wrong (issue 12): each row is an input and what it must give.
+@pytest.mark.parametrize(("text", "expected"), [
+    # 1. Slurm node names with '_' (slurm.conf's example: rack[0-63]_blade[0-41])
+    ("rack0_blade1 slots=2\n", (Host("rack0_blade1", 2),)),
+    ("rack0_blade1:2\n", (Host("rack0_blade1", 2),)),
+    # 2. the horovod format (-H a:2,b:2), as `hostfile convert --to horovod` writes it
+    ("a:2,b:2\n", (Host("a", 2), Host("b", 2))),
+    ("# from horovodrun\na:2, b\n", (Host("a", 2), Host("b", 1))),
+    # 6. IPv6 hosts: bracketed before :N, bare alone, or with slots=
+    ("[fe80::1]:4\n", (Host("fe80::1", 4),)),
+    ("fe80::1\n", (Host("fe80::1", 1),)),
+    ("fe80::1 slots=4\n", (Host("fe80::1", 4),)),
+    ("[fe80::1]:4,[::1]:2\n", (Host("fe80::1", 4), Host("::1", 2))),
+    # a UTF-8 byte-order mark
+    ("\ufeffa slots=2\n", (Host("a", 2),)),
+    ('\ufeff[{"name": "a"}]', (Host("a", 1),)),
+])
+def test_real_world_hostfiles(text, expected):
+    assert parse_hostfile(text, "hf") == expected
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    # 4. digits that are not ASCII: str.isdigit() says yes, int() says no
+    ("a slots=\u00b2\n", "hf:1: slots must be a positive whole number, got '\u00b2'"),
+    ("a:\u0663\n", "hf:1: slots must be a positive whole number"),
+    ("a:2,b:\u00b2\n", "hf:1: bad slot count '\u00b2' for host 'b'"),
+    # 5. JSON true is not a slot count
+    ('[{"name": "a", "slots": true}]', "slots must be whole numbers, not True"),
+    ('[{"name": "a", "slots": 2, "max_slots": false}]', "slots must be whole numbers"),
+    ("fe80::1:4 slots=x\n", "hf:1: slots must be a positive whole number, got 'x'"),
+])
+def test_real_world_hostfile_errors(text, message):
+    with pytest.raises(HvdtrainError, match=re.escape(message)):
+        parse_hostfile(text, "hf")
+
+
+@pytest.mark.parametrize("content", [
+    b"a slots=2 # caf\xe9 (Latin-1)\n",  # 3. not UTF-8
+    b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03",  # 3. a gzip file
+])
+def test_a_hostfile_that_is_not_utf8_is_one_clear_error(tmp_path, content):
+    path = tmp_path / "hosts"
+    path.write_bytes(content)
+    with pytest.raises(HvdtrainError, match=r"not UTF-8 text \(byte 0x[0-9a-f]{2} at offset \d+\)"):
+        read_hostfile(path)
+
+
+MIXED = (Host("node01", 2), Host("rack0_blade1", 4), Host("gpu1.cluster.example.org", 1), Host("fe80::1", 8),
+         Host("10.0.0.5", 2), Host("::1", 1))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_every_format_round_trips_ipv6_underscores_and_fqdns(fmt):
+    assert parse_hostfile(format_hosts(MIXED, fmt), "hf") == MIXED
+
+
+def test_ipv6_in_mpich_format_is_bracketed():
+    assert format_hosts((Host("fe80::1", 4),), "mpich") == "[fe80::1]:4\n"  # not fe80::1:4, another host
+
+
+def test_duplicate_check_is_linear():
+    hosts = tuple(Host(f"n{index}", 1) for index in range(20_000))
+    text = format_hosts(hosts, "openmpi")
+    assert parse_hostfile(text, "big") == hosts  # quadratic took seconds at 10,000 lines; this is one pass
+    with pytest.raises(HvdtrainError, match="host n0 is listed twice"):
+        parse_hostfile(text + "n0\n", "big")

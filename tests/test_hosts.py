@@ -1,7 +1,7 @@
 import pytest
 
 from hvdtrain.errors import HvdtrainError
-from hvdtrain.hosts import Host, check_np, is_valid_hostname, parse_host_list
+from hvdtrain.hosts.host import Host, check_np, is_valid_hostname, parse_host_list
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -45,3 +45,18 @@ def test_check_np_names_both_numbers():
     with pytest.raises(HvdtrainError, match="-np 0"):
         check_np(0, (Host("a", 2),))
     check_np(4, (Host("a", 2), Host("b", 2)))
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("rack0_blade1:2", (Host("rack0_blade1", 2),)),
+    ("[fe80::1]:2,b", (Host("fe80::1", 2), Host("b", 1))),
+    ("fe80::1", (Host("fe80::1", 1),)),
+])
+def test_parse_host_list_real_world(text, expected):
+    assert parse_host_list(text) == expected
+
+
+@pytest.mark.parametrize("text", ["a:\u00b2", "a:\u0663", "a:\uff14"])
+def test_parse_host_list_refuses_digits_that_are_not_ascii(text):
+    with pytest.raises(HvdtrainError, match="bad slot count"):
+        parse_host_list(text)

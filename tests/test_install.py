@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import hvdtrain
+from conftest import cli
 
 from hvdtrain.errors import HvdtrainError
 from hvdtrain.install.build import build_env, default_cache_dir, extract_sdist, fetch_sdist
@@ -251,7 +251,7 @@ def test_every_patch_applies_to_the_real_sdist(tmp_path):
 
 def test_build_horovod_cli_dry_run_and_a_missing_tool(tmp_path):
     """The real command: --dry-run shows the plan; without cmake on PATH, one line names the fix, exit 2."""
-    done = hvdtrain("build-horovod", "--dry-run", "--cache-dir", str(tmp_path / "cache"), cwd=tmp_path)
+    done = cli("build-horovod", "--dry-run", "--cache-dir", str(tmp_path / "cache"), cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "cache key: horovod-0.28.1_torch-" in done.stdout and "HVDTRAIN_CXX_STANDARD=" in done.stdout
     assert not (tmp_path / "cache").exists()
@@ -261,7 +261,6 @@ def test_build_horovod_cli_dry_run_and_a_missing_tool(tmp_path):
         for program in Path(folder).glob("*") if os.path.isdir(folder) else ():
             if program.name != "cmake" and not (bare / program.name).exists():
                 (bare / program.name).symlink_to(program)
-    done = hvdtrain("build-horovod", "--cache-dir", str(tmp_path / "cache"), cwd=tmp_path,
-                    env={**os.environ, "PATH": str(bare)})
+    done = cli("build-horovod", "--cache-dir", str(tmp_path / "cache"), cwd=tmp_path, env={"PATH": str(bare)})
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "building Horovod needs cmake on PATH" in done.stderr and "pip install cmake" in done.stderr

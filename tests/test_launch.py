@@ -2,12 +2,12 @@ import shlex
 from pathlib import Path
 
 import pytest
-from conftest import HVDTRAIN, check_golden, hvdtrain
+from conftest import HVDTRAIN, check_golden, cli, hvdtrain
 
-from hvdtrain.detect import MpiInfo, parse_srun_mpi_list
 from hvdtrain.errors import HvdtrainError
-from hvdtrain.hosts import parse_host_list
+from hvdtrain.hosts.host import parse_host_list
 from hvdtrain.launch.choose import LauncherChoice, build_parts, choose_launcher, render_explanation
+from hvdtrain.launch.detect import MpiInfo, parse_srun_mpi_list
 from hvdtrain.launch.plan import (
     ElasticSettings,
     build_plan,
@@ -19,7 +19,8 @@ from hvdtrain.launch.plan import (
     stall_settings,
     supervisor_prefix,
 )
-from hvdtrain.ssh import SshSettings
+from hvdtrain.launch.ssh import SshSettings
+from hvdtrain.slurm.nodelist import slurm_job
 
 HVDTRAIN_PYTHON = str(Path(HVDTRAIN).parent / "python")
 ENV = {"PATH": "/usr/bin", "HOME": "/root", "HOROVOD_FUSION_THRESHOLD": "1", "PYTHONPATH": "/x",
@@ -30,7 +31,7 @@ SRUN_LIST = ("MPI plugin types are...\n\tnone\n\tcray_shasta\n\tpmi2\n\tpmix\n"
 
 
 def _plans():
-    simple = build_plan(2, None, ("hvdtrain", "train", "--epochs", "1"), ENV, uid=0)
+    simple = build_plan(2, None, ("hvdtrain", "train", "--epochs", "1"), ENV, uid=0, stall_timeout=0)
     full = build_plan(4, parse_host_list("node1:2,node2:2"), ("python", "my script.py"), ENV, uid=1000,
                       env_flags=("MY_VAR", "NCCL_DEBUG=INFO"), tag_output=True, stall_timeout=120,
                       supervisor=supervisor_prefix("/venv/bin/hvdtrain", Path("/logs/run 1")),
@@ -52,7 +53,7 @@ def test_explain_gives_every_argument_a_reason():
     parts = build_parts(_plans()[1], choice)
     lines = render_explanation(parts, choice).splitlines()
     assert lines[0] == "# launcher: mpirun (test)" and len(lines) == len(parts) + 1
-    assert all("  # " in line for line in lines[1:])
+    assert all(line.split("  # ", 1)[1].strip() for line in lines[1:])  # a reason, not just its marker
 
 
 def test_select_env_names_forwards_only_what_ranks_need():
@@ -79,20 +80,20 @@ def test_parse_srun_mpi_list():
 
 @pytest.mark.parametrize(("requested", "env", "plugins", "mpi", "name"), [
     ("auto", {}, None, OPENMPI, "mpirun"),
-    ("auto", {"SLURM_JOB_ID": "7"}, ("none", "pmi2", "pmix"), OPENMPI, "srun"),
-    ("auto", {"SLURM_JOB_ID": "7"}, ("none", "pmi2"), OPENMPI, "mpirun"),
+    ("auto", {"SLURM_JOB_ID": "7", "SLURM_JOB_NODELIST": "n[1-2]"}, ("none", "pmi2", "pmix"), OPENMPI, "srun"),
+    ("auto", {"SLURM_JOB_ID": "7", "SLURM_JOB_NODELIST": "n[1-2]"}, ("none", "pmi2"), OPENMPI, "mpirun"),
     ("auto", {}, None, MpiInfo("mpich", "4.0", "HYDRA"), "mpiexec"),
-    ("horovodrun", {"SLURM_JOB_ID": "7"}, ("pmix",), OPENMPI, "horovodrun"),
+    ("horovodrun", {"SLURM_JOB_ID": "7", "SLURM_JOB_NODELIST": "n[1-2]"}, ("pmix",), OPENMPI, "horovodrun"),
     ("srun", {}, ("pmix_v4",), None, "srun"),
 ])
 def test_choose_launcher(requested, env, plugins, mpi, name):
-    choice = choose_launcher(requested, env, plugins, mpi)
+    choice = choose_launcher(requested, slurm_job(env), plugins, mpi)
     assert choice.name == name and choice.why
 
 
 def test_choose_srun_without_pmix_is_an_error():
     with pytest.raises(HvdtrainError, match="srun offers no PMIx plugin \\(none, pmi2\\)"):
-        choose_launcher("srun", {}, ("none", "pmi2"), OPENMPI)
+        choose_launcher("srun", None, ("none", "pmi2"), OPENMPI)
 
 
 @pytest.mark.parametrize(("path", "expected"), [
@@ -135,9 +136,9 @@ def test_horovod_tuning_settings():
     assert horovod_tuning(None, None, True, mine) == ("HOROVOD_AUTOTUNE=1",)  # Horovod tunes the cycle time
     assert horovod_tuning(64, 0.5, True, mine) == ("HOROVOD_FUSION_THRESHOLD=67108864", "HOROVOD_CYCLE_TIME=0.5",
                                                    "HOROVOD_AUTOTUNE=1")
-    done = hvdtrain("run", "-np", "2", "--cycle-time-ms", "0.2", "--dry-run", "--", "true")
+    done = cli("run", "-np", "2", "--cycle-time-ms", "0.2", "--dry-run", "--", "true")
     assert " -x HOROVOD_CYCLE_TIME=0.2 " in done.stdout
-    default = hvdtrain("run", "-np", "2", "--dry-run", "--", "true")
+    default = cli("run", "-np", "2", "--dry-run", "--", "true")
     assert " -x HOROVOD_CYCLE_TIME=0.1 " in default.stdout
 
 
@@ -153,10 +154,10 @@ def test_horovod_wait_mode(wait, env, expected):
 
 
 def test_explain_says_why_the_wait_mode_is_set():
-    done = hvdtrain("run", "-np", "2", "--dry-run", "--explain", "--", "true")
+    done = cli("run", "-np", "2", "--dry-run", "--explain", "--", "true")
     (line,) = [line for line in done.stdout.splitlines() if "HVDTRAIN_HOROVOD_WAIT=sleep" in line]
     assert "idle Horovod threads sleep instead of busy-polling" in line
-    spin = hvdtrain("run", "-np", "2", "--horovod-wait", "spin", "--dry-run", "--", "true")
+    spin = cli("run", "-np", "2", "--horovod-wait", "spin", "--dry-run", "--", "true")
     assert " -x HVDTRAIN_HOROVOD_WAIT=spin " in spin.stdout
 
 
@@ -173,13 +174,13 @@ def test_plan_uses_the_slurm_allocation_when_no_hosts_are_given():
 
 
 def test_run_dry_run_prints_the_exact_command():
-    done = hvdtrain("run", "-np", "2", "--dry-run", "--", "echo", "a b;c")
+    done = cli("run", "-np", "2", "--dry-run", "--", "echo", "a b;c")
     assert done.returncode == 0, done.stderr
     argv = shlex.split(done.stdout)
     assert argv[:7] == ["mpirun", "-np", "2", "-H", "localhost:2", "--bind-to", "none"]
     assert argv[-2:] == ["echo", "a b;c"]
     assert argv[argv.index("--mca"):argv.index("--mca") + 3] == ["--mca", "mpi_yield_when_idle", "1"]
-    explained = hvdtrain("run", "-np", "2", "--dry-run", "--explain", "--", "true").stdout
+    explained = cli("run", "-np", "2", "--dry-run", "--explain", "--", "true").stdout
     assert explained.startswith("# launcher: mpirun (Open MPI's mpirun") and "busy-polling" in explained
 
 
@@ -193,6 +194,6 @@ def test_user_values_never_reach_a_shell(tmp_path):
     assert not canary.exists() and not (Path.cwd() / "canary").exists()
     logs = sorted(out.glob("rank-*.log"))
     assert len(logs) == 2 and all(repr(payload) in log.read_text() for log in logs)
-    rejected = hvdtrain("run", "-np", "1", "-H", f"a$(touch {canary}):1", "--", "true")
+    rejected = cli("run", "-np", "1", "-H", f"a$(touch {canary}):1", "--", "true")
     assert rejected.returncode == 2 and not canary.exists()
 

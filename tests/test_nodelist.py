@@ -2,11 +2,17 @@ import os
 import subprocess
 
 import pytest
-from conftest import hvdtrain
+from conftest import cli
 
 from hvdtrain.errors import HvdtrainError
-from hvdtrain.hosts import Host
-from hvdtrain.slurm.nodelist import expand_nodelist, expand_tasks_per_node, hosts_from_slurm
+from hvdtrain.hosts.host import Host
+from hvdtrain.slurm.nodelist import (
+    expand_nodelist,
+    expand_tasks_per_node,
+    hosts_from_nodelist,
+    hosts_from_slurm,
+    to_hostnames,
+)
 
 EXPRESSIONS = [
     ("node01", ["node01"]),
@@ -33,13 +39,31 @@ def scontrol_env(tmp_path_factory):
     return {**os.environ, "SLURM_CONF": str(conf)}
 
 
-# Slurm 22.05's scontrol rejects a suffix after a bracket group ("gpu-a[1-2]-ib"), which
+# Slurm's documented hostlist forms (sbatch/srun/scontrol man pages and slurm.conf's examples),
+# and the forms where python-hostlist alone differs from scontrol: spaces after commas, repeated
+# names, three or more bracket groups. Each must expand name for name as the real scontrol does.
+SLURM_FORMS = [
+    "lx[10-20]", "lx[10,20]", "lx[15,18,32-33]", "linux[0-64,128]", "tux[0-2],tux5", "alpha,beta,gamma",
+    "rack[0-3]_blade[0-2]", "dev[00-02]", "n[9-11]", "n[001-002,010]", "r[1-2]n[08-09]", "a1,b[2-3],c",
+    "n1, n2", "n[1-2] , m1", "n1,,n2", "n1,n1", "n[1-2],n1", "n[1,1]", "n[1-2,2]", "n[2,1]",
+    "a[1-2]b[1-2]c[1-2]", "x[1-2]y[3-4]z[5-6]w[7-8]", "a[1-2]-b[3-4]", "fe80::1", "node01.cluster.example.org",
+]
+
+
+# Slurm 22.05's scontrol rejects a suffix after the last bracket group ("gpu-a[1-2]-ib"), which
 # python-hostlist accepts; every expression scontrol accepts must expand identically.
-@pytest.mark.parametrize(("expr", "names"), [case for case in EXPRESSIONS if "]-" not in case[0]])
-def test_expansion_matches_real_scontrol(expr, names, scontrol_env):
+@pytest.mark.parametrize("expr", [*SLURM_FORMS, *(case[0] for case in EXPRESSIONS if "]-" not in case[0])])
+def test_expansion_matches_real_scontrol(expr, scontrol_env):
     done = subprocess.run(["scontrol", "show", "hostnames", expr], capture_output=True, text=True,
                           env=scontrol_env, check=True)
-    assert done.stdout.split() == names == expand_nodelist(expr)
+    assert expand_nodelist(expr) == done.stdout.split()
+
+
+def test_underscore_node_names_become_hosts_and_hostnames():
+    hosts = hosts_from_nodelist("rack[0-1]_blade[0-1]", "2(x4)")
+    assert [str(host) for host in hosts] == ["rack0_blade0:2", "rack0_blade1:2", "rack1_blade0:2", "rack1_blade1:2"]
+    merged = to_hostnames(hosts, {"rack0_blade0": "node-a", "rack0_blade1": "node-a"})
+    assert merged[0] == Host("node-a", 4) and len(merged) == 3
 
 
 @pytest.mark.parametrize(("spec", "counts"), [
@@ -78,18 +102,19 @@ def test_hosts_from_slurm_errors():
         hosts_from_slurm({})
     with pytest.raises(HvdtrainError, match="3 nodes in 'n\\[1-3\\]' but 2 task counts"):
         hosts_from_slurm({"SLURM_JOB_NODELIST": "n[1-3]", "SLURM_TASKS_PER_NODE": "1,2"})
-    assert hosts_from_slurm({}, "n1,n1") == (Host("n1", 1),)  # python-hostlist drops repeats
+    with pytest.raises(HvdtrainError, match="host n1 is listed twice in nodelist 'n1,n1'"):
+        hosts_from_slurm({}, "n1,n1")  # scontrol keeps repeats, and a host is one entry
     with pytest.raises(HvdtrainError, match="not a valid hostname"):
         hosts_from_slurm({}, "n1;touch")
 
 
 def test_from_slurm_cli_reads_the_environment():
-    env = {**os.environ, "SLURM_JOB_NODELIST": "node[01-02]", "SLURM_TASKS_PER_NODE": "2(x2)"}
-    done = hvdtrain("hostfile", "from-slurm", env=env)
+    env: dict[str, str | None] = {"SLURM_JOB_NODELIST": "node[01-02]", "SLURM_TASKS_PER_NODE": "2(x2)"}
+    done = cli("hostfile", "from-slurm", env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "node01 slots=2\nnode02 slots=2\n"
-    done = hvdtrain("hostfile", "from-slurm", "--nodelist", "a[1-2]", "--tasks-per-node", "3", "--format", "horovod")
+    done = cli("hostfile", "from-slurm", "--nodelist", "a[1-2]", "--tasks-per-node", "3", "--format", "horovod")
     assert done.stdout == "a1:3,a2:3\n"
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
-    done = hvdtrain("hostfile", "from-slurm", env=clean)
+    clean: dict[str, str | None] = {k: None for k in os.environ if k.startswith("SLURM_")}
+    done = cli("hostfile", "from-slurm", env=clean)
     assert done.returncode == 2 and "no Slurm allocation" in done.stderr

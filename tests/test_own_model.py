@@ -9,7 +9,7 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from conftest import HVDTRAIN, REPO, hvdtrain, train_mpi
+from conftest import HVDTRAIN, REPO, cli, hvdtrain, train_mpi
 
 USER_MODULE = textwrap.dedent('''
     import torch
@@ -79,21 +79,21 @@ def test_npz_and_csv_datasets(tmp_path):
 def test_config_file_and_command_line_precedence(tmp_path):
     config = tmp_path / "train.yaml"
     config.write_text("model: mlp\nepochs: 7\nbatch-size: 16\nno_lr_scaling: true\nshuffle: false\n")
-    done = hvdtrain("train", "--config", str(config), "--epochs", "3", "--print-config")
+    done = cli("train", "--config", str(config), "--epochs", "3", "--print-config")
     assert done.returncode == 0, done.stderr
     effective = __import__("yaml").safe_load(done.stdout)
     assert effective["model"] == "mlp" and effective["batch-size"] == 16 and effective["no-lr-scaling"] is True
     assert effective["epochs"] == 3 and effective["shuffle"] is False  # the command line wins
     # The printed config reads back as a config file.
     (tmp_path / "again.yaml").write_text(done.stdout)
-    again = hvdtrain("train", "--config", str(tmp_path / "again.yaml"), "--print-config")
+    again = cli("train", "--config", str(tmp_path / "again.yaml"), "--print-config")
     assert again.stdout == done.stdout
 
 
 def test_unknown_config_key_gets_a_hint(tmp_path):
     config = tmp_path / "train.yaml"
     config.write_text("epochs: 2\nbatchsize: 16\n")
-    done = hvdtrain("train", "--config", str(config))
+    done = cli("train", "--config", str(config))
     assert done.returncode == 2
     assert "unknown option 'batchsize'" in done.stderr and "did you mean 'batch-size'?" in done.stderr
 

@@ -1,8 +1,8 @@
 import pytest
 
 from hvdtrain.errors import HvdtrainError
-from hvdtrain.preflight import HostCheck, compare_reports, interpret, render_table
-from hvdtrain.ssh import SshSettings, build_ssh_argv
+from hvdtrain.install.preflight import HostCheck, compare_reports, interpret, render_table
+from hvdtrain.launch.ssh import SshSettings, build_ssh_argv
 
 LOCAL = {"python": "3.11.7", "torch": "2.13.0+cpu", "horovod": "0.28.1", "mpirun": "openmpi 4.1.4",
          "mpi_built": True, "gloo_built": True, "nccl_built": False, "built_against_torch": "2.13.0+cpu",

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import HVDTRAIN, check_golden, hvdtrain
+from conftest import HVDTRAIN, check_golden, cli, hvdtrain
 
 from hvdtrain.slurm.sbatch import SbatchSpec, lint_script, read_template, render_script
 
@@ -28,6 +28,20 @@ def test_golden_renders(launcher):
     check_golden(f"slurm_{launcher}.sbatch", script)
     assert lint_script(spec, script) == []
     assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
+
+
+@pytest.mark.parametrize(("signal_name", "train_args", "mismatch"), [
+    ("USR1", (), False), ("USR2", (), True), ("USR2", ("--preempt-signal", "USR2"), False),
+    ("USR2", ("--preempt-signal=USR2",), False), ("USR1", ("--preempt-signal", "USR2"), True),
+    ("TERM", (), False),  # the trainer always stops on TERM
+    ("USR2", ("--config", "train.yaml"), False),  # its signal is in the file: not knowable here
+])
+def test_lint_checks_that_the_job_and_the_trainer_agree_on_the_signal(signal_name, train_args, mismatch):
+    spec = _spec(signal=signal_name, command=("hvdtrain", "train", "--checkpoint-dir", "c", *train_args))
+    problems = lint_script(spec, render_script(spec, read_template("mpirun", None)))
+    assert any("hvdtrain train stops on" in problem for problem in problems) is mismatch, problems
+    other = _spec(signal=signal_name, command=("python", "mine.py"))  # not hvdtrain train: nothing to compare
+    assert lint_script(other, render_script(other, read_template("mpirun", None))) == []
 
 
 def test_lint_finds_problems():
@@ -89,22 +103,25 @@ def _wait_until(predicate, timeout=120):
         time.sleep(0.5)
 
 
-def test_preempted_job_checkpoints_requeues_and_finishes_exactly(slurm_env, tmp_path):
+@pytest.mark.parametrize("name", ["USR1", "USR2"])
+def test_preempted_job_checkpoints_requeues_and_finishes_exactly(name, slurm_env, tmp_path):
     # 20 epochs (a few seconds): with Horovod's waits that sleep, 3 epochs ended in 0.6 s, before the
     # signal had made its way from scancel through the batch script, mpirun and the supervisors.
     train = (HVDTRAIN, "train", "--model", "cnn", "--epochs", "20", "--batch-size", "16", "--checkpoint-dir",
-             "ckpt", "--auto-resume", "--preempt-check-every", "5", "--out", "out")
-    done = _submit(slurm_env, tmp_path, "--nodes", "1", "--ntasks-per-node", "2", command=train, wait=False)
+             "ckpt", "--auto-resume", "--preempt-check-every", "5", "--preempt-signal", name, "--out", "out")
+    done = _submit(slurm_env, tmp_path, "--nodes", "1", "--ntasks-per-node", "2", "--signal", name, command=train,
+                   wait=False)
     assert done.returncode == 0, done.stderr
     job_id = done.stdout.strip()
     progress = tmp_path / "hvdtrain-runs" / f"slurm-{job_id}" / "rank-0.progress"
     _wait_until(progress.exists)  # training is under way
-    subprocess.run(["scancel", "--signal=USR1", "--batch", job_id], env=slurm_env, check=True)
+    subprocess.run(["scancel", f"--signal={name}", "--batch", job_id], env=slurm_env, check=True)
     _wait_until(lambda: _state(job_id, slurm_env).get("JobState") == "COMPLETED", timeout=240)
     assert _state(job_id, slurm_env)["Restarts"] == "1"
     log = Path(_state(job_id, slurm_env)["StdOut"]).read_text()
-    assert "stopping on USR1/TERM: saved" in log and "requeueing job" in log and "resuming from" in log
-    straight = hvdtrain("run", "-np", "2", "--", *train[:-4], "--out", "straight", cwd=tmp_path, timeout=300)
+    assert f"stopping on {name}/TERM: saved" in log and "requeueing job" in log and "resuming from" in log
+    # Uninterrupted, and with no checkpoint directory: nothing to resume from.
+    straight = hvdtrain("run", "-np", "2", "--", *train[:8], "--out", "straight", cwd=tmp_path, timeout=300)
     assert straight.returncode == 0, straight.stderr
     resumed = json.loads((tmp_path / "out" / "summary.json").read_text())
     expected = json.loads((tmp_path / "straight" / "summary.json").read_text())
@@ -130,8 +147,8 @@ def test_submit_wait_reports_a_failed_job(slurm_env, tmp_path):
     assert "FAILED" in done.stderr and "output: " in done.stderr and "slurm-" in done.stderr
 
 
-def test_dry_run_submits_nothing(slurm_env, tmp_path):
-    done = hvdtrain("slurm", "submit", "--dry-run", "--", "true", env=slurm_env, cwd=tmp_path)
+def test_dry_run_submits_nothing(tmp_path):
+    done = cli("slurm", "submit", "--dry-run", "--", "true", cwd=tmp_path)  # no cluster needed, none started
     assert done.returncode == 0 and done.stdout.startswith("#!/bin/bash")
     assert "# would run: sbatch --parsable hvdtrain-runs/hvdtrain-" in done.stdout
     assert not (tmp_path / "hvdtrain-runs").exists()

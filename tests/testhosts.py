@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from hvdtrain.ssh import SshSettings
+from hvdtrain.launch.ssh import SshSettings
 
 BRIDGE = "hvdbr0"
 SUBNET = "10.77.0"

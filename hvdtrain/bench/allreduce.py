@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from hvdtrain.errors import HvdtrainError
+from hvdtrain.job.paths import hvdtrain_executable
 
 BACKENDS = ("horovod_sum", "horovod_spin", "horovod_avg", "horovod_grouped", "mpi", "gloo")
 # horovod_spin: horovod_sum on the same binary with upstream's busy waiting (HVDTRAIN_HOROVOD_WAIT=spin).
@@ -124,7 +125,7 @@ def run_backend(np_: int, backend: str, sizes: Sequence[int], out: Path) -> list
     """One job per backend under ``hvdtrain run``; returns rank 0's measurements."""
     result = out / f"raw-{backend}.json"
     wait = ["--horovod-wait", "spin" if backend in SPIN_BACKENDS else "sleep"]
-    argv = [str(Path(sys.executable).parent / "hvdtrain"), "run", "-np", str(np_), *wait, "--output-dir",
+    argv = [hvdtrain_executable(), "run", "-np", str(np_), *wait, "--output-dir",
             str(out / "logs" / backend), "--", sys.executable, "-m", "hvdtrain.bench.allreduce_worker",
             "--backend", SPIN_BACKENDS.get(backend, backend), "--sizes", ",".join(map(str, sizes)),
             "--out", str(result)]

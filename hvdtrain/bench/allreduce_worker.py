@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from hvdtrain.failure import rank_from_env, size_from_env
+from hvdtrain.job.ranks import rank_from_env, size_from_env
 
 GROUPED_TENSORS = 64  # the grouped backend splits each size into this many tensors
 

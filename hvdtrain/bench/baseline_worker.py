@@ -21,7 +21,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
-from hvdtrain.failure import rank_from_env, size_from_env
+from hvdtrain.job.ranks import rank_from_env, size_from_env
 from hvdtrain.train.specs import call_with_known, load_callable
 
 

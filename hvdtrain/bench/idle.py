@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from hvdtrain.errors import HvdtrainError
+from hvdtrain.job.paths import hvdtrain_executable
 from hvdtrain.launch.plan import WAIT_MODES
 
 
 def build_idle_argv(np_: int, mode: str, seconds: float, out: Path) -> list[str]:
     """The job that sleeps under ``hvdtrain run`` with one wait mode (pure)."""
-    hvdtrain = str(Path(sys.executable).parent / "hvdtrain")
+    hvdtrain = hvdtrain_executable()
     return [hvdtrain, "run", "-np", str(np_), "--horovod-wait", mode, "--output-dir", str(out / "logs"), "--",
             sys.executable, "-m", "hvdtrain.bench.idle_worker", "--seconds", str(seconds), "--out", str(out)]
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from hvdtrain.bench.workloads import WORKLOADS
 from hvdtrain.errors import HvdtrainError
+from hvdtrain.job.paths import hvdtrain_executable
 
 # hvdtrain_spin: the same binary with upstream's busy waiting (HVDTRAIN_HOROVOD_WAIT=spin).
 CONFIGS = ("hvdtrain", "hvdtrain_spin", "ddp", "independent", "plain", "hvdtrain_np1")
@@ -24,7 +25,7 @@ def build_argv(config: str, workload: str, np_: int, out: Path, batch_size: int,
                timeline: Path | None = None) -> list[str]:
     """The command that measures one configuration (pure)."""
     model, dataset = WORKLOADS[workload]
-    hvdtrain = str(Path(sys.executable).parent / "hvdtrain")
+    hvdtrain = hvdtrain_executable()
     ranks = 1 if config in ("plain", "hvdtrain_np1") else np_
     run = [hvdtrain, "run", "-np", str(ranks), "--output-dir", str(out / "logs")]
     if timeline is not None:

@@ -22,11 +22,11 @@ from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 
-from hvdtrain.detect import detect_mpi
 from hvdtrain.errors import HvdtrainError
 from hvdtrain.install.patches import apply_patches
 from hvdtrain.install.plan import HOROVOD_VERSION, TOOL_HINTS, BuildPlan, Probes
 from hvdtrain.install.toolchain import find_cuda_home, find_nccl, parse_arch_flags, read_cuda_version
+from hvdtrain.launch.detect import detect_mpi
 
 RECORD = "horovod-build.json"
 

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import shlex
-from collections.abc import Mapping
 from dataclasses import dataclass
 
-from hvdtrain.detect import MpiInfo
 from hvdtrain.errors import HvdtrainError
+from hvdtrain.launch.detect import MpiInfo
 from hvdtrain.launch.horovodrun import horovodrun_parts
 from hvdtrain.launch.mpiexec import mpiexec_parts
 from hvdtrain.launch.mpirun import mpirun_parts
 from hvdtrain.launch.plan import LaunchPlan, Part
 from hvdtrain.launch.srun import srun_parts
+from hvdtrain.slurm.nodelist import SlurmJob
 
 # Debian's Open MPI has no Slurm PMI-1/2 support, so pmi2 starts ranks that never find each other.
 USABLE_SRUN_PLUGINS = ("pmix", "pmix_v5", "pmix_v4", "pmix_v3")
@@ -29,7 +29,7 @@ def pick_srun_plugin(plugins: tuple[str, ...]) -> str:
     return next((plugin for plugin in USABLE_SRUN_PLUGINS if plugin in plugins), "")
 
 
-def choose_launcher(requested: str, env: Mapping[str, str], srun_plugins: tuple[str, ...] | None,
+def choose_launcher(requested: str, slurm: SlurmJob | None, srun_plugins: tuple[str, ...] | None,
                     mpi: MpiInfo | None, elastic: bool = False) -> LauncherChoice:
     """``auto``: horovodrun for elastic jobs, srun inside a Slurm job when it offers PMIx, MPICH's
     mpiexec when that is the MPI, else Open MPI's mpirun. An explicit choice is checked."""
@@ -39,7 +39,7 @@ def choose_launcher(requested: str, env: Mapping[str, str], srun_plugins: tuple[
                                 "drop --launcher or use --launcher horovodrun")
         return LauncherChoice("horovodrun", "elastic jobs need Horovod's own launcher")
     plugin = pick_srun_plugin(srun_plugins or ())
-    job = env.get("SLURM_JOB_ID")
+    job = slurm.job_id if slurm else None
     if requested == "srun" or (requested == "auto" and job and plugin):
         if not plugin:
             offered = ", ".join(srun_plugins) if srun_plugins else "srun not found"

@@ -9,14 +9,19 @@ from collections.abc import Mapping, Sequence
 from types import FrameType
 
 from hvdtrain.errors import HvdtrainError
+from hvdtrain.job.signals import FORWARDED_SIGNALS
+from hvdtrain.launch.request import RunRequest
 
-# Passed on to the launcher, which passes them to the ranks: USR1/USR2 are how Slurm warns a
-# job of its time limit or preemption (mpirun and srun forward them to every process).
-FORWARDED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)
+
+def execute(request: RunRequest) -> int:
+    """Run exactly ``request`` (what ``--dry-run`` prints); return the launcher's exit status."""
+    request.paths.root.mkdir(parents=True, exist_ok=True)
+    return run_argv(request.argv, request.env)
 
 
 def run_argv(argv: Sequence[str], env: Mapping[str, str]) -> int:
-    """Run the launcher in the foreground, forwarding signals, and return its exit status."""
+    """Run the launcher in the foreground, passing on the job's signals (mpirun and srun pass
+    them to every rank's supervisor), and return its exit status."""
     launcher = next(arg for arg in argv if "=" not in arg and arg != "env")
     if shutil.which(launcher, path=env.get("PATH")) is None:
         raise HvdtrainError(f"{launcher} not found on PATH", "run `make install`, or pick another --launcher")

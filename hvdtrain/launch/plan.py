@@ -13,12 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hvdtrain.errors import HvdtrainError
-from hvdtrain.hosts import Host, check_np
-from hvdtrain.ssh import DEFAULT_SSH, SshSettings
+from hvdtrain.hosts.host import Host, check_np
+from hvdtrain.launch.ssh import DEFAULT_SSH, SshSettings
 
 # Environment the ranks need; forwarded by name (with its current value) when set.
 FORWARDED_ENV = ("PATH", "LD_LIBRARY_PATH", "PYTHONPATH", "VIRTUAL_ENV", "OMP_NUM_THREADS", "HOROVOD_*")
 LAUNCHERS = ("mpirun", "horovodrun", "srun", "mpiexec")
+# End a job whose ranks wait this long for one that never joins a collective (0: only warn).
+DEFAULT_STALL_TIMEOUT_S = 300
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -28,6 +30,10 @@ class Part:
 
     args: tuple[str, ...]
     why: str
+
+    def __post_init__(self) -> None:
+        if not self.why.strip():  # --explain promises a reason for every argument
+            raise ValueError(f"launch part {self.args} has no reason")
 
 
 @dataclass(frozen=True)
@@ -56,7 +62,7 @@ class LaunchPlan:
     env_values: tuple[tuple[str, str], ...] = ()  # -x NAME=VALUE
     as_root: bool = False
     supervisor: tuple[str, ...] = ()  # argv prefix that runs each rank under `hvdtrain supervise`
-    stall_timeout: int = 0  # seconds; 0 leaves Horovod's stall check at warn-only
+    stall_timeout: int = DEFAULT_STALL_TIMEOUT_S  # seconds; 0 leaves Horovod's stall check at warn-only
     tag_output: bool = False
     timeline: Path | None = None
     launcher_args: tuple[str, ...] = ()
@@ -180,7 +186,8 @@ def parse_env_flags(flags: Sequence[str]) -> tuple[tuple[str, ...], tuple[tuple[
 
 def build_plan(np: int, hosts: tuple[Host, ...] | None, command: tuple[str, ...], env: Mapping[str, str],
                uid: int, slurm_hosts: tuple[Host, ...] | None = None, env_flags: Sequence[str] = (),
-               supervisor: tuple[str, ...] = (), stall_timeout: int = 0, tag_output: bool = False,
+               supervisor: tuple[str, ...] = (), stall_timeout: int = DEFAULT_STALL_TIMEOUT_S,
+               tag_output: bool = False,
                timeline: Path | None = None,
                launcher_args: tuple[str, ...] = (), ssh: SshSettings = DEFAULT_SSH,
                network_interface: str | None = None, oversubscribe: bool = False,

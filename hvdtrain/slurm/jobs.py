@@ -78,3 +78,10 @@ def wait_for_job(job_id: str, poll_s: float = 1.0) -> dict[str, str]:
         if fields.get("JobState") in TERMINAL:
             return fields
         time.sleep(poll_s)
+
+
+def show_nodes() -> str:
+    """``scontrol show node -o``: every node's NodeName and NodeHostName (empty without scontrol)."""
+    if shutil.which("scontrol") is None:
+        return ""
+    return _slurm("scontrol", "show", "node", "-o").stdout

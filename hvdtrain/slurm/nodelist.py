@@ -1,29 +1,89 @@
 """Slurm allocations as hosts: hostlist expressions and SLURM_TASKS_PER_NODE, parsed purely.
 
-The hostlist grammar (``node[01-04,07]``, several bracket groups, comma-separated parts) is
-python-hostlist's, a package HPC sites maintain, rather than a hand-written one.
+The ranges inside brackets (``01-04,07``) are read by python-hostlist, a package HPC sites
+maintain; the parts, the repeats and the order of several bracket groups follow
+``scontrol show hostnames``, which python-hostlist does not (it drops repeats and sorts groups).
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import hostlist
 
 from hvdtrain.errors import HvdtrainError
-from hvdtrain.hosts import Host
+from hvdtrain.hosts.host import Host, reject_duplicates
+
+_GROUP = re.compile(r"\[([^\[\]]*)\]")
+
+
+@dataclass(frozen=True)
+class SlurmJob:
+    """The Slurm job this process runs in, as its environment describes it."""
+
+    job_id: str
+    nodelist: str
+    tasks_per_node: str | None
+
+
+def slurm_job(env: Mapping[str, str]) -> SlurmJob | None:
+    """The one answer to "are we inside a Slurm allocation?": its node list is set
+    (``SLURM_JOB_NODELIST``, or ``SLURM_NODELIST``, its older name). None outside Slurm."""
+    nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
+    if not nodelist:
+        return None
+    job_id = env.get("SLURM_JOB_ID") or env.get("SLURM_JOBID") or "?"
+    return SlurmJob(job_id, nodelist, env.get("SLURM_TASKS_PER_NODE"))
 
 
 def expand_nodelist(expr: str) -> list[str]:
-    """``node[01-02],gpu1`` -> ``["node01", "node02", "gpu1"]``."""
+    """``node[01-02],gpu1`` -> ``["node01", "node02", "gpu1"]``, name for name as
+    ``scontrol show hostnames`` prints them: spaces around commas ignored, repeated names kept,
+    and with several bracket groups the last varies fastest, then the first, the second, ..."""
     try:
-        names: list[str] = hostlist.expand_hostlist(expr)
+        names = [name for part in _split_parts(expr) for name in _expand_part(part)]
     except hostlist.BadHostlist as exc:
         raise HvdtrainError(f"bad Slurm nodelist {expr!r}: {exc}",
                             "write it as Slurm does, e.g. node[01-04,07]") from None
     if not names:
         raise HvdtrainError(f"Slurm nodelist {expr!r} names no node", "e.g. --nodelist node[01-02]")
+    return names
+
+
+def _split_parts(expr: str) -> list[str]:
+    """The comma-separated parts of a hostlist, split outside brackets, stripped, empty ones dropped."""
+    parts, depth, current = [], 0, ""
+    for char in expr:
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if depth not in (0, 1):
+            raise hostlist.BadHostlist("unbalanced brackets")
+        if char == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    if depth:
+        raise hostlist.BadHostlist("unbalanced brackets")
+    return [part.strip() for part in [*parts, current] if part.strip()]
+
+
+def _expand_part(part: str) -> list[str]:
+    """One part (``r[1-2]n[08-09]``): each bracket group's ranges expanded by python-hostlist,
+    item by item so repeats stay, then combined in Slurm's order."""
+    pieces = _GROUP.split(part)  # literal, group, literal, group, ..., literal
+    groups = [[name[1:] for item in group.split(",") for name in hostlist.expand_hostlist(f"x[{item}]")]
+              for group in pieces[1::2]]
+    if not groups:
+        return [part]
+    # Slowest to fastest: the second-to-last group back to the first, then the last.
+    order = [*range(len(groups) - 2, -1, -1), len(groups) - 1] if len(groups) > 1 else [0]
+    names = []
+    for values in itertools.product(*(groups[index] for index in order)):
+        chosen = dict(zip(order, values, strict=True))
+        names.append("".join(piece if at % 2 == 0 else chosen[at // 2] for at, piece in enumerate(pieces)))
     return names
 
 
@@ -48,18 +108,20 @@ def hosts_from_nodelist(nodelist: str, tasks_per_node: str | None) -> tuple[Host
     if len(counts) != len(names):
         raise HvdtrainError(f"{len(names)} nodes in {nodelist!r} but {len(counts)} task counts in "
                             f"{tasks_per_node!r}", "give one count per node, e.g. 2(x3),1 for 4 nodes")
-    return tuple(Host(name, count) for name, count in zip(names, counts, strict=True))
+    hosts = tuple(Host(name, count) for name, count in zip(names, counts, strict=True))
+    reject_duplicates(hosts, f"nodelist {nodelist!r}")
+    return hosts
 
 
 def hosts_from_slurm(env: Mapping[str, str], nodelist: str | None = None,
                      tasks_per_node: str | None = None) -> tuple[Host, ...]:
-    """The allocation's hosts: explicit values first, then ``SLURM_JOB_NODELIST`` and
-    ``SLURM_TASKS_PER_NODE`` from ``env``."""
-    nodes = nodelist or env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
+    """The allocation's hosts: explicit values first, then the job's from ``env``."""
+    job = slurm_job(env)
+    nodes = nodelist or (job.nodelist if job else None)
     if not nodes:
         raise HvdtrainError("no Slurm allocation: SLURM_JOB_NODELIST is not set",
                             "run inside sbatch/salloc, or pass --nodelist 'node[01-02]'")
-    return hosts_from_nodelist(nodes, tasks_per_node or env.get("SLURM_TASKS_PER_NODE"))
+    return hosts_from_nodelist(nodes, tasks_per_node or (job.tasks_per_node if job else None))
 
 
 def parse_node_hostnames(scontrol_nodes: str) -> dict[str, str]:

@@ -15,12 +15,12 @@ import jinja2
 
 import hvdtrain
 from hvdtrain.errors import HvdtrainError
-from hvdtrain.failure import PREEMPTED_EXIT
+from hvdtrain.job.paths import DEFAULT_RUNS_DIR
+from hvdtrain.job.signals import DEFAULT_PREEMPT_SIGNAL, PREEMPTED_EXIT, preempt_signal_problem
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 LAUNCHERS = ("mpirun", "srun", "horovodrun")
 _TIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$")
-_SIGNAL = re.compile(r"^[A-Z0-9]+$")
 
 
 @dataclass(frozen=True)
@@ -37,14 +37,14 @@ class SbatchSpec:
     time: str | None = None
     partition: str | None = None
     account: str | None = None
-    output: str = "hvdtrain-%j.out"
+    output: str = f"{DEFAULT_RUNS_DIR}/slurm-%j.out"
     error: str | None = None
-    signal: str = "USR1"
+    signal: str = DEFAULT_PREEMPT_SIGNAL
     signal_lead_s: int = 120
     requeue: bool = True
     max_requeues: int = 3
     mpi_plugin: str = "pmix"
-    run_dir: str = "hvdtrain-runs"
+    run_dir: str = DEFAULT_RUNS_DIR
     extra: tuple[str, ...] = ()  # more #SBATCH arguments, e.g. --exclusive
     hvdtrain: str = "hvdtrain"
     produced_by: tuple[str, ...] = field(default=(), compare=False)
@@ -63,8 +63,9 @@ class SbatchSpec:
             raise HvdtrainError(f"--max-requeues {self.max_requeues} is negative", "use 0 to never requeue")
         if self.time is not None and not _TIME.match(self.time):
             raise HvdtrainError(f"--time {self.time!r} is not a Slurm time", "e.g. 1:00:00, 90, or 2-00:00:00")
-        if not _SIGNAL.match(self.signal):
-            raise HvdtrainError(f"--signal {self.signal!r} is not a signal name", "e.g. USR1 or TERM")
+        problem = preempt_signal_problem(self.signal)
+        if problem:
+            raise HvdtrainError(f"--signal {problem}", f"use --signal {DEFAULT_PREEMPT_SIGNAL}")
         for arg in self.extra:
             if not arg.startswith("--") or "\n" in arg:
                 raise HvdtrainError(f"--sbatch-arg {arg!r} is not one sbatch option", "e.g. --sbatch-arg=--exclusive")
@@ -141,9 +142,38 @@ def read_template(launcher: str, path: Path | None) -> str:
                             "give --template PATH, or reinstall hvdtrain from its repository") from None
 
 
+def trainer_signal(command: tuple[str, ...]) -> str | None:
+    """The signal an ``hvdtrain train`` in ``command`` stops on, or None when the command is no
+    such trainer or its signal cannot be known here (it comes from a --config file)."""
+    args = list(command)
+    starts = [i for i in range(1, len(args)) if args[i] == "train" and Path(args[i - 1]).name == "hvdtrain"]
+    if not starts or "--config" in args[starts[0]:]:
+        return None
+    options = args[starts[0] + 1:]
+    for index, arg in enumerate(options):
+        if arg == "--preempt-signal" and index + 1 < len(options):
+            return options[index + 1]
+        if arg.startswith("--preempt-signal="):
+            return arg.split("=", 1)[1]
+    return DEFAULT_PREEMPT_SIGNAL
+
+
+def signal_mismatch(spec: SbatchSpec) -> tuple[str, str] | None:
+    """(problem, fix) when Slurm would warn the job with a signal its trainer does not stop on:
+    the warning would kill the ranks instead of making them save a checkpoint."""
+    trainer = trainer_signal(spec.command)
+    if trainer is None or trainer == spec.signal or spec.signal == "TERM":  # the trainer always stops on TERM
+        return None
+    return (f"the job is warned with --signal {spec.signal} but hvdtrain train stops on {trainer}",
+            f"add --preempt-signal {spec.signal} to the train command, or use --signal {trainer}")
+
+
 def lint_script(spec: SbatchSpec, script: str) -> list[str]:
     """Problems a user would otherwise find after waiting in the queue (pure; bash -n is separate)."""
     problems = []
+    mismatch = signal_mismatch(spec)
+    if mismatch:
+        problems.append(f"{mismatch[0]} (fix: {mismatch[1]})")
     if spec.requeue and "--signal=" not in script:
         problems.append("requeue is on but no --signal: the job gets no warning before it is stopped")
     if "--ntasks=" in script and "--ntasks-per-node=" not in script:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import torch
 from torch import nn
 
 import hvdtrain
+from hvdtrain.atomic import write_atomic
 from hvdtrain.errors import HvdtrainError
 from hvdtrain.train.config import TrainConfig
 
@@ -70,15 +70,6 @@ def checksum_path(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 def write_checkpoint(path: Path, state: dict[str, Any], keep: int | None = None) -> None:
     """Write atomically (temp file, fsync, rename), with its sha256 beside it, then drop all but
     the newest ``keep``. The checksum goes first: a crash in between leaves a checkpoint that
@@ -87,8 +78,8 @@ def write_checkpoint(path: Path, state: dict[str, Any], keep: int | None = None)
     buffer = io.BytesIO()
     torch.save(state, buffer)
     data = buffer.getvalue()
-    _atomic_write(checksum_path(path), (hashlib.sha256(data).hexdigest() + "\n").encode())
-    _atomic_write(path, data)
+    write_atomic(checksum_path(path), (hashlib.sha256(data).hexdigest() + "\n").encode())
+    write_atomic(path, data)
     if keep is not None:
         for _, old in list_checkpoints(path.parent)[:-keep]:
             old.unlink(missing_ok=True)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 import os
-import signal
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from hvdtrain.errors import HvdtrainError
+from hvdtrain.job.signals import DEFAULT_PREEMPT_SIGNAL, preempt_signal_problem
 
 OPTIMIZERS = ("sgd", "adam")
 DEVICES = ("auto", "cpu", "cuda")
@@ -51,7 +51,7 @@ class TrainConfig:
     elastic: bool = False
     commit_every: int = 50
     auto_resume: bool = False
-    preempt_signal: str = "USR1"
+    preempt_signal: str = DEFAULT_PREEMPT_SIGNAL
     preempt_check_every: int = 20
 
     def as_plain_dict(self) -> dict[str, Any]:
@@ -76,8 +76,9 @@ class TrainConfig:
         _positive("--preempt-check-every", self.preempt_check_every)
         if self.auto_resume and self.checkpoint_dir is None:
             raise HvdtrainError("--auto-resume needs --checkpoint-dir", "add --checkpoint-dir DIR")
-        if not hasattr(signal.Signals, f"SIG{self.preempt_signal}"):
-            raise HvdtrainError(f"--preempt-signal {self.preempt_signal!r} is not a signal name", "e.g. USR1")
+        problem = preempt_signal_problem(self.preempt_signal)
+        if problem:
+            raise HvdtrainError(f"--preempt-signal {problem}", f"use --preempt-signal {DEFAULT_PREEMPT_SIGNAL}")
         if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
             raise HvdtrainError(f"--clip-grad-norm {self.clip_grad_norm} must be greater than 0", "e.g. 1.0")
         _choice("--optimizer", self.optimizer, OPTIMIZERS)

@@ -16,6 +16,9 @@ from typing import Any, Protocol, TypeVar
 import torch
 from torch import nn
 
+from hvdtrain.job.ranks import launched_by_launcher
+from hvdtrain.train.steps import StepEnd
+
 T = TypeVar("T")
 
 
@@ -26,9 +29,6 @@ class ReduceOptions:
     compression: str = "none"  # "fp16": halve the bytes on the wire
     op: str = "average"  # or "adasum"
     backward_passes_per_step: int = 1
-
-# Variables that a launcher (mpirun, srun --mpi=pmix, horovodrun) sets in every rank.
-LAUNCHER_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "HOROVOD_RANK")
 
 
 class Dist(Protocol):
@@ -155,11 +155,6 @@ class HorovodDist:
         return optimizer.skip_synchronize()  # type: ignore[attr-defined,no-any-return]  # Horovod
 
 
-def launched_by_launcher(env: Mapping[str, str]) -> bool:
-    """Whether mpirun, srun or horovodrun started this process as one rank of a job."""
-    return any(name in env for name in LAUNCHER_VARIABLES)
-
-
 def init_dist(env: Mapping[str, str]) -> Dist:
     """Horovod when a launcher started us, else the single-process stand-in."""
     if not launched_by_launcher(env):
@@ -179,8 +174,9 @@ class ElasticHooks:
         self.commit_every = commit_every
         self.steps = 0
 
-    def after_step(self, samples_per_rank: int) -> None:
-        self.sampler.record_batch(self.steps, samples_per_rank)
+    def __call__(self, end: StepEnd) -> None:
+        """A step callback: tell the sampler what this rank took, and commit every so often."""
+        self.sampler.record_batch(self.steps, end.samples)
         self.steps += 1
         if self.steps % self.commit_every == 0:
             self.state.commit()  # Horovod: a point to roll back to if a worker is lost

@@ -5,23 +5,20 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import itertools
-import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import click
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
-from hvdtrain.supervisor import ProgressFile
 from hvdtrain.train.config import TrainConfig, epoch_seed, lr_at
 from hvdtrain.train.data import DataSplit, Samples, val_shard
-from hvdtrain.train.dist import Dist, ElasticHooks, elastic_sampler
-from hvdtrain.train.preempt import Preempted, Preemption
+from hvdtrain.train.dist import Dist, elastic_sampler
+from hvdtrain.train.steps import StepCallback, StepEnd
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -35,9 +32,8 @@ class Runtime:
     device: str
     data: DataSplit
     scaler: Any = None  # torch.amp.GradScaler with --amp fp16
-    progress: ProgressFile | None = None  # last finished step, for failure reports
-    elastic: ElasticHooks | None = None  # set inside an elastic run
-    preemption: Preemption | None = None  # with --checkpoint-dir: stop cleanly on Slurm's signal
+    on_step: tuple[StepCallback, ...] = ()  # called after every optimizer step, in order (train/steps.py)
+    elastic: bool = False  # inside an elastic run, whose sampler keeps its own place in the epoch
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.cfg.amp == "none":
@@ -97,14 +93,6 @@ def steps_per_epoch(loader: DataLoader[Batch], accumulate: int) -> int:
     return len(loader) // accumulate
 
 
-def _batches(loader: DataLoader[Batch], skip: int, count: int, label: str, show_progress: bool
-             ) -> contextlib.AbstractContextManager[Iterable[Batch]]:
-    batches = itertools.islice(loader, skip, count)
-    if show_progress:
-        return click.progressbar(batches, length=count, label=label, file=sys.stdout)  # type: ignore[return-value]
-    return contextlib.nullcontext(batches)
-
-
 def optimizer_step(optimizer: torch.optim.Optimizer, model: nn.Module, rt: Runtime) -> None:
     """Step; with clipping or fp16 loss scaling, first finish the all-reduce so the averaged
     gradients are the ones clipped and unscaled, then step without reducing them again."""
@@ -126,42 +114,35 @@ def optimizer_step(optimizer: torch.optim.Optimizer, model: nn.Module, rt: Runti
 
 
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader[Batch],
-                lr_for_step: Callable[[int], float], rt: Runtime, epoch: int, show_progress: bool,
+                lr_for_step: Callable[[int], float], rt: Runtime, epoch: int,
                 skip_steps: int = 0) -> tuple[float, int, float]:
     """One pass over this rank's shard, after the ``skip_steps`` a preempted run already did;
-    returns (sum of sample losses, samples, last LR). Raises ``Preempted`` when all ranks agree
-    to stop."""
+    returns (sum of sample losses, samples, last LR). A step callback may end the epoch early by
+    raising (``Preempted``)."""
     model.train()
     accumulate = rt.cfg.accumulate
+    steps = steps_per_epoch(loader, accumulate)  # micro-batches short of a whole step are skipped
+    batches = itertools.islice(loader, skip_steps * accumulate, steps * accumulate)
     loss_sum, samples, lr = 0.0, 0, 0.0
-    optimizer.zero_grad()
-    steps = steps_per_epoch(loader, accumulate)
-    count = steps * accumulate
-    with _batches(loader, skip_steps * accumulate, count, f"epoch {epoch + 1}/{rt.cfg.epochs}",
-                  show_progress) as batches:
-        for index, (x, y) in enumerate(batches, start=skip_steps * accumulate):
+    for step in range(skip_steps, steps):
+        optimizer.zero_grad()
+        step_samples = 0
+        for _ in range(accumulate):  # micro-steps: gradients add up; Horovod reduces once, in step()
+            x, y = next(batches)
             x, y = x.to(rt.device), y.to(rt.device)
             with rt.autocast():
                 loss = rt.data.loss(model(x), y)
             scaled = loss / accumulate
             (rt.scaler.scale(scaled) if rt.scaler is not None else scaled).backward()
-            if (index + 1) % accumulate == 0:
-                lr = lr_for_step(index // accumulate)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                optimizer_step(optimizer, model, rt)
-                optimizer.zero_grad()
-                if rt.elastic is not None:
-                    rt.elastic.after_step(len(y) * accumulate)
-                done = index // accumulate + 1
-                if rt.preemption is not None and rt.preemption.agreed(epoch * steps + done) and done < steps:
-                    raise Preempted(epoch, done)
-                if rt.progress is not None:
-                    rt.progress.update(epoch + 1, index // accumulate + 1)
             loss_sum += loss.item() * len(y)
-            samples += len(y)
-    if rt.progress is not None:
-        rt.progress.update(epoch + 1, count // accumulate, force=True)
+            step_samples += len(y)
+        lr = lr_for_step(step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer_step(optimizer, model, rt)
+        samples += step_samples
+        for callback in rt.on_step:
+            callback(StepEnd(epoch=epoch, step=step + 1, steps=steps, samples=step_samples))
     return loss_sum, samples, lr
 
 
@@ -183,7 +164,7 @@ def evaluate(model: nn.Module, loader: DataLoader[Batch], rt: Runtime) -> tuple[
 
 
 def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: DataLoader[Batch],
-        val_loader: DataLoader[Batch], rt: Runtime, start_epoch: int, show_progress: bool,
+        val_loader: DataLoader[Batch], rt: Runtime, start_epoch: int,
         start_step: int = 0) -> Iterator[tuple[EpochMetrics, Throughput]]:
     """Train epochs ``start_epoch+1 .. cfg.epochs`` (the first from step ``start_step``), yielding
     each epoch's metrics when it ends."""
@@ -193,7 +174,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: DataLo
     for epoch in range(start_epoch, cfg.epochs):
         # Same sample order and randomness for epoch e whether or not the run was resumed. (The
         # elastic sampler moves to the next epoch when one ends, keeping a half-done epoch's place.)
-        if rt.elastic is None:
+        if not rt.elastic:
             train_loader.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
         torch.manual_seed(epoch_seed(cfg.seed, epoch, dist.rank))
 
@@ -202,8 +183,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: DataLo
 
         tic = time.perf_counter()
         skip, start_step = start_step, 0
-        loss_sum, samples, lr = train_epoch(model, optimizer, train_loader, lr_for_step, rt, epoch,
-                                            show_progress, skip)
+        loss_sum, samples, lr = train_epoch(model, optimizer, train_loader, lr_for_step, rt, epoch, skip)
         seconds = time.perf_counter() - tic
 
         # Horovod: one all-reduce turns per-rank sums into global training metrics.

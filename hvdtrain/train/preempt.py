@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # importing torch here would delay the signal handler by seconds
     from hvdtrain.train.dist import Dist
+    from hvdtrain.train.steps import StepEnd
 
 
 class Preempted(Exception):
@@ -39,6 +40,8 @@ class StopRequest:
 
 
 class Preemption:
+    """The step callback that ends the epoch with ``Preempted`` once every rank agrees to stop."""
+
     def __init__(self, dist: Dist, request: StopRequest, every: int) -> None:
         self.dist = dist
         self.request = request
@@ -52,3 +55,8 @@ class Preemption:
 
         flag = torch.tensor([1.0 if self.request.requested else 0.0], dtype=torch.float64)
         return bool(self.dist.allreduce_sum(flag, name="hvdtrain.preempt").item() > 0)  # Horovod
+
+    def __call__(self, end: StepEnd) -> None:
+        # Every rank calls agreed() at the same steps, so the all-reduce inside it always matches.
+        if self.agreed(end.epoch * end.steps + end.step) and not end.last_of_epoch:
+            raise Preempted(end.epoch, end.step)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
+import logging
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -15,8 +15,11 @@ import torch
 from torch import nn
 
 import hvdtrain
+from hvdtrain.atomic import write_atomic
 from hvdtrain.train.config import TrainConfig
 from hvdtrain.train.loop import EpochMetrics
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -34,9 +37,7 @@ class Summary:
 
 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def _fmt(value: float | None) -> str:
@@ -45,10 +46,9 @@ def _fmt(value: float | None) -> str:
 
 def report_epoch(metrics: EpochMetrics, cfg: TrainConfig) -> None:
     """One concise line per epoch, and one JSON line in ``metrics.jsonl``."""
-    print(f"epoch {metrics.epoch}/{cfg.epochs}  train_loss {metrics.train_loss:.4f}  "
-          f"val_loss {_fmt(metrics.val_loss)}  val_acc {_fmt(metrics.val_acc)}  lr {metrics.lr:.4g}  "
-          f"{metrics.samples_per_sec:,.0f} samples/s  ({metrics.world_size} ranks, "
-          f"{metrics.elapsed_s:.1f}s)", flush=True)
+    log.info(f"epoch {metrics.epoch}/{cfg.epochs}  train_loss {metrics.train_loss:.4f}  "
+             f"val_loss {_fmt(metrics.val_loss)}  val_acc {_fmt(metrics.val_acc)}  lr {metrics.lr:.4g}  "
+             f"{metrics.samples_per_sec:,.0f} samples/s  ({metrics.world_size} ranks, {metrics.elapsed_s:.1f}s)")
     if cfg.out is not None:
         with (cfg.out / "metrics.jsonl").open("a") as handle:
             handle.write(json.dumps(asdict(metrics)) + "\n")
@@ -57,9 +57,9 @@ def report_epoch(metrics: EpochMetrics, cfg: TrainConfig) -> None:
 def report_summary(summary: Summary, model: nn.Module, cfg: TrainConfig) -> None:
     """The final line, ``summary.json`` and ``model.pt``."""
     identical = len(set(summary.rank_checksums)) == 1
-    print(f"done: {summary.world_size} ranks, val_acc {summary.final_val_acc:.4f}, "
-          f"val_loss {summary.final_val_loss:.4f}, {summary.samples_per_sec:,.0f} samples/s, "
-          f"replicas identical: {identical}", flush=True)
+    log.info(f"done: {summary.world_size} ranks, val_acc {summary.final_val_acc:.4f}, "
+             f"val_loss {summary.final_val_loss:.4f}, {summary.samples_per_sec:,.0f} samples/s, "
+             f"replicas identical: {identical}")
     if cfg.out is not None:
         write_json(cfg.out / "summary.json", asdict(summary))
         torch.save(model.state_dict(), cfg.out / "model.pt")
@@ -76,7 +76,7 @@ def git_commit(directory: Path) -> str | None:
 
 
 def versions() -> dict[str, str | None]:
-    from hvdtrain.detect import detect_mpi
+    from hvdtrain.launch.detect import detect_mpi
 
     try:
         import horovod

@@ -16,7 +16,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -24,14 +23,11 @@ from types import FrameType
 from typing import BinaryIO
 
 from hvdtrain.errors import HvdtrainError
-from hvdtrain.failure import (
-    RUN_DIR_VARIABLE,
-    RankReport,
-    classify_returncode,
-    extract_traceback,
-    rank_from_env,
-    write_report,
-)
+from hvdtrain.job.failure import RankReport, classify_returncode, extract_traceback, write_report
+from hvdtrain.job.paths import RUN_DIR_VARIABLE, RunPaths
+from hvdtrain.job.progress import read_progress
+from hvdtrain.job.ranks import rank_from_env
+from hvdtrain.job.signals import FORWARDED_SIGNALS
 
 PR_SET_PDEATHSIG = 1
 KEPT_LINES = 200
@@ -45,8 +41,9 @@ def _die_with_parent() -> None:
 def supervise(command: Sequence[str], run_dir: Path, env: Mapping[str, str]) -> int:
     """Run one rank; return its exit status (128 + N when killed by signal N)."""
     rank = rank_from_env(env)
+    paths = RunPaths(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    log_path = run_dir / f"rank-{rank}.log"
+    log_path = paths.log(rank)
     child_env = {**env, RUN_DIR_VARIABLE: str(run_dir), "PYTHONUNBUFFERED": "1"}
     try:
         child = subprocess.Popen(list(command), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -55,12 +52,12 @@ def supervise(command: Sequence[str], run_dir: Path, env: Mapping[str, str]) -> 
         raise HvdtrainError(f"rank {rank} cannot start {command[0]!r}: {exc.strerror}",
                             "check the command after --") from None
     report = RankReport(rank=rank, host=socket.gethostname(), pid=child.pid, log=str(log_path))
-    write_report(run_dir, report)
+    write_report(paths, report)
 
     def forward(signum: int, frame: FrameType | None) -> None:
         child.send_signal(signum)
 
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+    for signum in FORWARDED_SIGNALS:  # the same set hvdtrain run passes to the launcher
         signal.signal(signum, forward)
     tail: collections.deque[str] = collections.deque(maxlen=KEPT_LINES)
     assert child.stdout is not None and child.stderr is not None
@@ -68,10 +65,10 @@ def supervise(command: Sequence[str], run_dir: Path, env: Mapping[str, str]) -> 
         copy_output({child.stdout.fileno(): sys.stdout.buffer, child.stderr.fileno(): sys.stderr.buffer}, log, tail)
     code, signame = classify_returncode(child.wait())
     lines = list(tail)
-    write_report(run_dir, RankReport(
+    write_report(paths, RankReport(
         rank=rank, host=report.host, pid=child.pid, log=str(log_path), running=False, exit_code=code,
         signal=signame, ended_at=time.time(), last_lines=lines[-20:], traceback=extract_traceback(lines),
-        progress=read_progress(run_dir, rank)))
+        progress=read_progress(paths, rank)))
     return code
 
 
@@ -100,53 +97,3 @@ def copy_output(streams: dict[int, BinaryIO], log: BinaryIO, tail: collections.d
                 log.write(block)
                 log.flush()
                 tail.extend(line.decode(errors="replace") for line in lines)
-
-
-def progress_path(run_dir: Path, rank: int) -> Path:
-    return run_dir / f"rank-{rank}.progress"
-
-
-def read_progress(run_dir: Path, rank: int) -> dict[str, int] | None:
-    try:
-        epoch, step = progress_path(run_dir, rank).read_text().split()
-        return {"epoch": int(epoch), "step": int(step)}
-    except (OSError, ValueError):
-        return None
-
-
-class ProgressFile:
-    """A rank's last finished step, for failure reports. The loop only stores two numbers; a
-    daemon thread writes them every ``period_s``, so even a rank stuck in a collective (or a
-    sleep) ends up with its exact last step on disk."""
-
-    def __init__(self, env: Mapping[str, str], period_s: float = 0.5) -> None:
-        run_dir = env.get(RUN_DIR_VARIABLE)
-        self.path = progress_path(Path(run_dir), rank_from_env(env)) if run_dir else None
-        self.period_s = period_s
-        self.current: tuple[int, int] | None = None
-        self.written: tuple[int, int] | None = None
-        self.writer: threading.Thread | None = None
-
-    def update(self, epoch: int, step: int, force: bool = False) -> None:
-        if self.path is None:
-            return
-        self.current = (epoch, step)
-        if force:
-            self._write()
-        if self.writer is None:
-            self.writer = threading.Thread(target=self._keep_writing, name="hvdtrain-progress", daemon=True)
-            self.writer.start()
-
-    def _keep_writing(self) -> None:
-        while True:
-            time.sleep(self.period_s)
-            self._write()
-
-    def _write(self) -> None:
-        current = self.current
-        if current is None or current == self.written or self.path is None:
-            return
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{threading.get_ident()}")
-        tmp.write_text(f"{current[0]} {current[1]}\n")
-        os.replace(tmp, self.path)
-        self.written = current

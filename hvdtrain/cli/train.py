@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import difflib
+import logging
 import os
-import signal
 import socket
 import sys
 import traceback
@@ -15,8 +15,10 @@ from typing import Any, NoReturn
 import click
 import yaml
 
+from hvdtrain.cli.options import default_of
 from hvdtrain.errors import HvdtrainError
-from hvdtrain.failure import rank_from_env
+from hvdtrain.job.ranks import rank_from_env
+from hvdtrain.job.signals import PREEMPT_SIGNALS, PREEMPTED_EXIT, preempt_signals
 from hvdtrain.train.config import AMPS, COMPRESSIONS, DEVICES, LR_SCHEDULES, OPS, OPTIMIZERS, TrainConfig
 from hvdtrain.train.preempt import StopRequest
 
@@ -85,53 +87,63 @@ def render_effective(options: Mapping[str, Any], order: list[str]) -> str:
 PATH = click.Path(file_okay=False, path_type=Path)
 
 
+def _default(name: str) -> Any:
+    return default_of(TrainConfig, name)
+
+
 @click.command()
 @click.option("--config", type=click.Path(dir_okay=False, exists=True, path_type=Path), is_eager=True,
               expose_value=True, callback=_apply_config, help="YAML file of options; the command line overrides it.")
 @click.option("--print-config", is_flag=True, help="Print the effective options as YAML and exit.")
-@click.option("--model", default="cnn", show_default=True, help="mlp, cnn, or module:function of your own.")
-@click.option("--dataset", default="digits", show_default=True,
+@click.option("--model", default=_default("model"), show_default=True, help="mlp, cnn, or module:function of your own.")
+@click.option("--dataset", default=_default("dataset"), show_default=True,
               help="digits, synthetic, npz:PATH, csv:PATH, or module:function of your own.")
-@click.option("--label-column", default="label", show_default=True, help="The label column of a csv: dataset.")
-@click.option("--epochs", type=int, default=10, show_default=True)
-@click.option("--batch-size", type=int, default=32, show_default=True, help="Samples per rank per step.")
-@click.option("--lr", type=float, default=0.05, show_default=True, help="Learning rate for one rank.")
+@click.option("--label-column", default=_default("label_column"), show_default=True,
+              help="The label column of a csv: dataset.")
+@click.option("--epochs", type=int, default=_default("epochs"), show_default=True)
+@click.option("--batch-size", type=int, default=_default("batch_size"), show_default=True,
+              help="Samples per rank per step.")
+@click.option("--lr", type=float, default=_default("lr"), show_default=True, help="Learning rate for one rank.")
 @click.option("--no-lr-scaling", is_flag=True, help="Do not multiply the LR by the number of ranks.")
-@click.option("--warmup-epochs", type=float, default=0.0, show_default=True,
+@click.option("--warmup-epochs", type=float, default=_default("warmup_epochs"), show_default=True,
               help="Ramp the LR linearly from the one-rank LR to the scaled LR over these epochs.")
-@click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default="constant", show_default=True,
+@click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default=_default("lr_schedule"), show_default=True,
               help="After warmup: constant, cosine to 0, or step (x0.1 at 1/2 and 3/4).")
-@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="sgd", show_default=True)
-@click.option("--momentum", type=float, default=0.9, show_default=True, help="SGD momentum.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--shuffle/--no-shuffle", default=True, show_default=True)
-@click.option("--accumulate", type=int, default=1, show_default=True,
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=_default("optimizer"), show_default=True)
+@click.option("--momentum", type=float, default=_default("momentum"), show_default=True, help="SGD momentum.")
+@click.option("--seed", type=int, default=_default("seed"), show_default=True)
+@click.option("--shuffle/--no-shuffle", default=_default("shuffle"), show_default=True)
+@click.option("--accumulate", type=int, default=_default("accumulate"), show_default=True,
               help="Micro-batches per optimizer step; gradients are all-reduced once per step.")
-@click.option("--compression", type=click.Choice(COMPRESSIONS), default="none", show_default=True,
+@click.option("--compression", type=click.Choice(COMPRESSIONS), default=_default("compression"), show_default=True,
               help="fp16: send gradients as float16.")
-@click.option("--op", type=click.Choice(OPS), default="average", show_default=True, help="How gradients combine.")
-@click.option("--clip-grad-norm", type=float, default=None, help="Clip the all-reduced gradients to this norm.")
-@click.option("--amp", type=click.Choice(AMPS), default="none", show_default=True,
+@click.option("--op", type=click.Choice(OPS), default=_default("op"), show_default=True, help="How gradients combine.")
+@click.option("--clip-grad-norm", type=float, default=_default("clip_grad_norm"),
+              help="Clip the all-reduced gradients to this norm.")
+@click.option("--amp", type=click.Choice(AMPS), default=_default("amp"), show_default=True,
               help="Mixed precision: bf16 (CPU or GPU) or fp16 (GPU, with loss scaling).")
-@click.option("--eval-every", type=int, default=1, show_default=True, help="Validate every N epochs (and last).")
-@click.option("--threads-per-rank", type=int, default=None,
+@click.option("--eval-every", type=int, default=_default("eval_every"), show_default=True,
+              help="Validate every N epochs (and last).")
+@click.option("--threads-per-rank", type=int, default=_default("threads_per_rank"),
               help="torch threads per rank [default: usable cores / ranks on this node].")
-@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
-@click.option("--out", type=PATH, default=None,
+@click.option("--device", type=click.Choice(DEVICES), default=_default("device"), show_default=True)
+@click.option("--out", type=PATH, default=_default("out"),
               help="Directory for metrics.jsonl, summary.json, run.json and model.pt (written by rank 0).")
-@click.option("--checkpoint-dir", type=PATH, default=None,
+@click.option("--checkpoint-dir", type=PATH, default=_default("checkpoint_dir"),
               help="Write a checkpoint here after every epoch (rank 0, atomically).")
 @click.option("--elastic", is_flag=True,
               help="Survive lost workers (launch with hvdtrain run --elastic): roll back to the last commit.")
-@click.option("--commit-every", type=int, default=50, show_default=True,
+@click.option("--commit-every", type=int, default=_default("commit_every"), show_default=True,
               help="With --elastic: optimizer steps between commits.")
 @click.option("--auto-resume", is_flag=True,
               help="Resume from --checkpoint-dir when it holds a checkpoint, else start fresh (for batch jobs).")
-@click.option("--preempt-signal", default="USR1", show_default=True,
+@click.option("--preempt-signal", type=click.Choice(PREEMPT_SIGNALS), default=_default("preempt_signal"),
+              show_default=True,
               help="With --checkpoint-dir: on this signal (and TERM) save the exact step and exit 75.")
-@click.option("--preempt-check-every", type=int, default=20, show_default=True,
+@click.option("--preempt-check-every", type=int, default=_default("preempt_check_every"), show_default=True,
               help="Steps between the all-reduces that let every rank agree to stop.")
-@click.option("--keep-checkpoints", type=int, default=3, show_default=True, help="Keep the newest K checkpoints.")
+@click.option("--keep-checkpoints", type=int, default=_default("keep_checkpoints"), show_default=True,
+              help="Keep the newest K checkpoints.")
 @click.option("--resume", is_flag=False, flag_value="", default=None, metavar="[DIR]",
               help="Continue from the newest checkpoint in DIR (default: --checkpoint-dir).")
 def train(**options: Any) -> None:
@@ -149,16 +161,37 @@ def train(**options: Any) -> None:
         click.echo(render_effective(options, order), nl=False)
         return
     # Catch Slurm's warning signal before the slow imports, so one sent during start-up counts.
-    stop = StopRequest((signal.Signals[f"SIG{cfg.preempt_signal}"], signal.SIGTERM)) \
-        if cfg.checkpoint_dir and not cfg.elastic else None
+    stop = StopRequest(preempt_signals(cfg.preempt_signal)) if cfg.checkpoint_dir and not cfg.elastic else None
+    from hvdtrain.train.preempt import Preempted
     from hvdtrain.train.worker import run_worker
 
+    show_training_log()
     try:
         run_worker(cfg, os.environ, sys.argv, stop)
     except HvdtrainError:
         raise  # raised alike on every rank: one line and exit 2
+    except Preempted:
+        sys.exit(PREEMPTED_EXIT)  # every rank stopped at the same step, and rank 0 saved it
     except Exception:
         abort_rank(traceback.format_exc())
+
+
+class _Console(logging.Handler):
+    """The trainer's log as a user reads it: progress lines on stdout, warnings on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        stream = sys.stderr if record.levelno >= logging.WARNING else sys.stdout
+        prefix = "hvdtrain: warning: " if record.levelno >= logging.WARNING else ""
+        stream.write(f"{prefix}{record.getMessage()}\n")
+        stream.flush()
+
+
+def show_training_log() -> None:
+    """Send ``hvdtrain.train``'s log records to the console (once per process)."""
+    logger = logging.getLogger("hvdtrain.train")
+    logger.setLevel(logging.INFO)
+    if not any(isinstance(handler, _Console) for handler in logger.handlers):
+        logger.addHandler(_Console())
 
 
 def abort_rank(trace: str) -> NoReturn:

@@ -1,4 +1,4 @@
-"""Probes of the machine: the only place that asks the system what MPI it has.
+"""Probes of the machine: the only place that asks the system what MPI and srun it has.
 
 Parsing is pure (``parse_mpi_version``); ``detect_mpi`` runs the one command.
 """
@@ -70,10 +70,18 @@ def detect_srun_mpi_plugins() -> tuple[str, ...] | None:
     return parse_srun_mpi_list(done.stdout + done.stderr)
 
 
-def detect_node_hostnames() -> str:
-    """``scontrol show node -o``: every node's NodeName and NodeHostName (empty without scontrol)."""
-    path = shutil.which("scontrol")
-    if path is None:
-        return ""
-    done = subprocess.run([path, "show", "node", "-o"], capture_output=True, text=True, timeout=30, check=False)
-    return done.stdout
+@dataclass(frozen=True)
+class LauncherProbes:
+    """What the machine offers the launcher choice: srun's MPI plugins and the MPI on PATH
+    (None: not probed, or not there)."""
+
+    srun_plugins: tuple[str, ...] | None = None
+    mpi: MpiInfo | None = None
+
+
+def probe_launchers(requested: str, in_slurm: bool) -> LauncherProbes:
+    """Probe only what choosing ``requested`` needs: srun inside Slurm or when asked for, the
+    MPI flavour when choosing automatically."""
+    probe_srun = requested == "srun" or (requested == "auto" and in_slurm)
+    return LauncherProbes(detect_srun_mpi_plugins() if probe_srun else None,
+                          detect_mpi() if requested == "auto" else None)

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import click
 
-from hvdtrain.hostfile import FORMATS, format_hosts, read_hostfile
-from hvdtrain.hosts import assign_ranks, check_np
+from hvdtrain.hosts.host import check_np
+from hvdtrain.hosts.hostfile import FORMATS, format_hosts, read_hostfile
+from hvdtrain.hosts.layout import assign_ranks
 
 
 @click.group()
@@ -57,12 +58,12 @@ def from_slurm(nodelist: str | None, tasks_per_node: str | None, fmt: str, hostn
       hvdtrain hostfile from-slurm > hosts   # inside an allocation
       hvdtrain hostfile from-slurm --nodelist 'node[01-03]' --tasks-per-node '4(x3)' --format mpich
     """
-    from hvdtrain.detect import detect_node_hostnames
+    from hvdtrain.slurm.jobs import show_nodes
     from hvdtrain.slurm.nodelist import hosts_from_slurm, parse_node_hostnames, to_hostnames
 
     hosts = hosts_from_slurm(os.environ, nodelist, tasks_per_node)
     if hostnames:
-        hosts = to_hostnames(hosts, parse_node_hostnames(detect_node_hostnames()))
+        hosts = to_hostnames(hosts, parse_node_hostnames(show_nodes()))
     click.echo(format_hosts(hosts, fmt), nl=False)
 
 

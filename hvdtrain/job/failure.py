@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 from collections.abc import Mapping, Sequence
@@ -11,12 +10,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Launchers put a rank's number in one of these (mpirun, srun --mpi=pmix, horovodrun, MPICH, srun).
-RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "HOROVOD_RANK", "PMI_RANK", "SLURM_PROCID")
-# ... and the number of ranks in one of these.
-SIZE_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "HOROVOD_SIZE", "PMI_SIZE", "SLURM_NTASKS")
-RUN_DIR_VARIABLE = "HVDTRAIN_RUN_DIR"  # where a supervised rank may write its progress
-PREEMPTED_EXIT = 75  # EX_TEMPFAIL: every rank saved its place and stopped on Slurm's signal
+from hvdtrain.atomic import write_atomic
+from hvdtrain.job.paths import RunPaths
+
 _MISSING = re.compile(r"^\s*(?:\[[^\]]*\]<\w+>:)?\s*(\d+)(!?): \[(.*)\]\s*$")
 
 
@@ -43,21 +39,6 @@ class RankReport:
     def describe(self) -> str:
         how = f"was killed by signal {self.signal}" if self.signal else f"exited with status {self.exit_code}"
         return f"rank {self.rank} on {self.host} (pid {self.pid}) {how}"
-
-
-def _first_number(env: Mapping[str, str], names: tuple[str, ...], default: int) -> int:
-    for name in names:
-        if env.get(name, "").isdigit():
-            return int(env[name])
-    return default
-
-
-def rank_from_env(env: Mapping[str, str]) -> int:
-    return _first_number(env, RANK_VARIABLES, 0)
-
-
-def size_from_env(env: Mapping[str, str]) -> int:
-    return _first_number(env, SIZE_VARIABLES, 1)
 
 
 def classify_returncode(returncode: int) -> tuple[int, str | None]:
@@ -95,20 +76,13 @@ def parse_missing_ranks(lines: Sequence[str]) -> dict[int, list[str]]:
     return missing
 
 
-def report_path(run_dir: Path, rank: int) -> Path:
-    return run_dir / f"rank-{rank}.json"
+def write_report(paths: RunPaths, report: RankReport) -> None:
+    write_atomic(paths.report(report.rank), json.dumps(asdict(report), indent=2) + "\n")
 
 
-def write_report(run_dir: Path, report: RankReport) -> None:
-    path = report_path(run_dir, report.rank)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(asdict(report), indent=2) + "\n")
-    os.replace(tmp, path)
-
-
-def read_reports(run_dir: Path) -> list[RankReport]:
+def read_reports(paths: RunPaths) -> list[RankReport]:
     reports = []
-    for path in sorted(run_dir.glob("rank-*.json")):
+    for path in paths.reports():
         try:
             reports.append(RankReport(**json.loads(path.read_text())))
         except (OSError, ValueError, TypeError):
@@ -143,7 +117,7 @@ def build_failure(reports: Sequence[RankReport], np: int, launcher_code: int,
             "stalled": stalled, "silent_ranks": silent, "ranks": [asdict(report) for report in reports]}
 
 
-def render_failure(failure: Mapping[str, Any], run_dir: Path) -> str:
+def render_failure(failure: Mapping[str, Any], paths: RunPaths) -> str:
     """The few lines a user reads first."""
     lines = [f"hvdtrain: job failed: {failure['cause']}"]
     for stalled in failure["stalled"]:
@@ -158,24 +132,17 @@ def render_failure(failure: Mapping[str, Any], run_dir: Path) -> str:
         lines += [f"    {line}" for line in shown]
     if failure["silent_ranks"]:
         lines.append(f"  no final report from rank(s) {failure['silent_ranks']} (killed with their supervisor?)")
-    lines.append(f"  report: {run_dir / 'failure.json'}")
+    lines.append(f"  report: {paths.failure}")
     return "\n".join(lines)
 
 
-def default_run_dir(env: Mapping[str, str], cwd: Path, stamp: str, pid: int) -> Path:
-    """Where a run's logs and reports go unless --output-dir says: under ``$HVDTRAIN_RUNS_DIR``
-    or ``./hvdtrain-runs`` (the working directory is usually shared between nodes; /tmp is not)."""
-    base = Path(env["HVDTRAIN_RUNS_DIR"]) if env.get("HVDTRAIN_RUNS_DIR") else cwd / "hvdtrain-runs"
-    return base / f"run-{stamp}-{pid}"
-
-
-def write_failure_report(run_dir: Path, np: int, launcher_code: int) -> str:
+def write_failure_report(paths: RunPaths, np: int, launcher_code: int) -> str:
     """After a failed job: gather the ranks' reports into ``failure.json``; return the summary."""
-    reports = read_reports(run_dir)
+    reports = read_reports(paths)
     missing: dict[int, list[str]] = {}
     for report in reports:
         missing.update(parse_missing_ranks(read_log_lines(report)))
     failure = build_failure(reports, np, launcher_code, missing)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "failure.json").write_text(json.dumps(failure, indent=2) + "\n")
-    return render_failure(failure, run_dir)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    write_atomic(paths.failure, json.dumps(failure, indent=2) + "\n")
+    return render_failure(failure, paths)

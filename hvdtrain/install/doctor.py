@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from hvdtrain.detect import detect_mpi
 from hvdtrain.install.build import read_installed_record
 from hvdtrain.install.plan import TOOL_HINTS
+from hvdtrain.launch.detect import detect_mpi
 
 FIX = "run `hvdtrain build-horovod`"
 

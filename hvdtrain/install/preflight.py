@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from hvdtrain.hosts import Host
-from hvdtrain.ssh import SshSettings, build_ssh_argv
+from hvdtrain.hosts.host import Host
+from hvdtrain.launch.ssh import SshSettings, build_ssh_argv
 
 # doctor --json fields that must agree between hosts for ranks to work together.
 COMPARED = ("python", "torch", "horovod", "mpirun", "mpi_built", "gloo_built", "nccl_built",

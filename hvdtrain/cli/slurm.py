@@ -6,43 +6,53 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
+from hvdtrain.cli.options import F, default_of
 from hvdtrain.errors import HvdtrainError
+from hvdtrain.job.paths import DEFAULT_RUNS_DIR, hvdtrain_executable
+from hvdtrain.job.signals import PREEMPT_SIGNALS
 from hvdtrain.slurm import jobs
-from hvdtrain.slurm.sbatch import LAUNCHERS, SbatchSpec, lint_script, read_template, render_script
+from hvdtrain.slurm.sbatch import LAUNCHERS, SbatchSpec, lint_script, read_template, render_script, signal_mismatch
 
-F = TypeVar("F", bound=Callable[..., Any])
-RUN_DIR = "hvdtrain-runs"
+RUN_CONTEXT = {"ignore_unknown_options": True, "allow_interspersed_args": False}
+
+
+def _default(name: str) -> Any:
+    return default_of(SbatchSpec, name)
 
 
 def job_options(func: F) -> F:
-    """The resources and preemption handling of a job (shared by render and submit)."""
+    """The resources and preemption handling of a job (shared by render and submit); each
+    option is named after its ``SbatchSpec`` field, whose default it shows."""
     options = [
-        click.option("--launcher", type=click.Choice(LAUNCHERS), default="mpirun", show_default=True),
+        click.option("--launcher", type=click.Choice(LAUNCHERS), default=_default("launcher"), show_default=True),
         click.option("--template", type=click.Path(dir_okay=False, path_type=Path), default=None,
                      help="Your own template (same variables as hvdtrain/slurm/templates/*.sbatch)."),
-        click.option("--job-name", default="hvdtrain", show_default=True),
-        click.option("--nodes", type=int, default=1, show_default=True),
-        click.option("--ntasks-per-node", type=int, default=1, show_default=True, help="Ranks per node."),
-        click.option("--cpus-per-task", type=int, default=None),
-        click.option("--gpus-per-node", type=int, default=None),
-        click.option("--time", "time_limit", default=None, help="Wall-clock limit, e.g. 1:00:00."),
-        click.option("--partition", default=None),
-        click.option("--account", default=None),
-        click.option("--output", default=None, help=f"Job output [default: {RUN_DIR}/slurm-%j.out]."),
-        click.option("--error", default=None, help="Job error output [default: with --output]."),
-        click.option("--signal", "signal_name", default="USR1", show_default=True,
-                     help="Signal Slurm sends before the time limit or on preemption."),
-        click.option("--signal-lead", type=int, default=120, show_default=True, help="Seconds of warning."),
-        click.option("--requeue/--no-requeue", default=True, show_default=True,
+        click.option("--job-name", default=_default("job_name"), show_default=True),
+        click.option("--nodes", type=int, default=_default("nodes"), show_default=True),
+        click.option("--ntasks-per-node", type=int, default=_default("ntasks_per_node"), show_default=True,
+                     help="Ranks per node."),
+        click.option("--cpus-per-task", type=int, default=_default("cpus_per_task")),
+        click.option("--gpus-per-node", type=int, default=_default("gpus_per_node")),
+        click.option("--time", default=_default("time"), help="Wall-clock limit, e.g. 1:00:00."),
+        click.option("--partition", default=_default("partition")),
+        click.option("--account", default=_default("account")),
+        click.option("--output", default=_default("output"), show_default=True, help="Job output."),
+        click.option("--error", default=_default("error"), help="Job error output [default: with --output]."),
+        click.option("--signal", type=click.Choice(PREEMPT_SIGNALS), default=_default("signal"), show_default=True,
+                     help="Signal Slurm sends before the time limit or on preemption; the train command's "
+                          "--preempt-signal must name the same one."),
+        click.option("--signal-lead", "signal_lead_s", type=int, default=_default("signal_lead_s"),
+                     show_default=True, help="Seconds of warning."),
+        click.option("--requeue/--no-requeue", default=_default("requeue"), show_default=True,
                      help="Requeue the job when it stops on the signal after saving a checkpoint."),
-        click.option("--max-requeues", type=int, default=3, show_default=True),
-        click.option("--mpi-plugin", default="pmix", show_default=True, help="srun --mpi plugin (srun launcher)."),
+        click.option("--max-requeues", type=int, default=_default("max_requeues"), show_default=True),
+        click.option("--mpi-plugin", default=_default("mpi_plugin"), show_default=True,
+                     help="srun --mpi plugin (srun launcher)."),
         click.option("--sbatch-arg", "extra", multiple=True, help="More #SBATCH options (repeatable)."),
     ]
     for option in reversed(options):
@@ -51,15 +61,9 @@ def job_options(func: F) -> F:
 
 
 def build_spec(command: tuple[str, ...], options: dict[str, Any]) -> SbatchSpec:
-    return SbatchSpec(
-        command=command, launcher=options["launcher"], job_name=options["job_name"], nodes=options["nodes"],
-        ntasks_per_node=options["ntasks_per_node"], cpus_per_task=options["cpus_per_task"],
-        gpus_per_node=options["gpus_per_node"], time=options["time_limit"], partition=options["partition"],
-        account=options["account"], output=options["output"] or f"{RUN_DIR}/slurm-%j.out", error=options["error"],
-        signal=options["signal_name"], signal_lead_s=options["signal_lead"], requeue=options["requeue"],
-        max_requeues=options["max_requeues"], mpi_plugin=options["mpi_plugin"], run_dir=RUN_DIR,
-        extra=tuple(options["extra"]), hvdtrain=str(Path(sys.executable).parent / "hvdtrain"),
-        produced_by=("hvdtrain", *sys.argv[1:]))
+    fields = {key: value for key, value in options.items() if key != "template"}
+    return SbatchSpec(command=command, **{**fields, "extra": tuple(fields["extra"])},
+                      hvdtrain=hvdtrain_executable(), produced_by=("hvdtrain", *sys.argv[1:]))
 
 
 def render(command: tuple[str, ...], options: dict[str, Any]) -> tuple[SbatchSpec, str]:
@@ -72,9 +76,6 @@ def bash_syntax_problems(script: str) -> list[str]:
     return [f"bash -n: {line}" for line in done.stderr.strip().splitlines()]
 
 
-COMMAND_CONTEXT = {"ignore_unknown_options": True, "allow_interspersed_args": False}
-
-
 @click.group()
 def slurm() -> None:
     """Batch jobs on Slurm: render sbatch scripts, submit, follow, cancel, read logs.
@@ -85,7 +86,7 @@ def slurm() -> None:
     """
 
 
-@slurm.command("render", context_settings=COMMAND_CONTEXT)
+@slurm.command("render", context_settings=RUN_CONTEXT)
 @job_options
 @click.option("--lint", is_flag=True, help="Also check the script; exit 1 if it has problems.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
@@ -107,7 +108,7 @@ def render_command(ctx: click.Context, /, command: tuple[str, ...], lint: bool, 
         ctx.exit(1 if problems else 0)
 
 
-@slurm.command(context_settings=COMMAND_CONTEXT)
+@slurm.command(context_settings=RUN_CONTEXT)
 @job_options
 @click.option("--wait", is_flag=True, help="Follow the job to its end; exit non-zero unless it COMPLETED.")
 @click.option("--dry-run", is_flag=True, help="Print the script and the sbatch command; submit nothing.")
@@ -121,8 +122,11 @@ def submit(ctx: click.Context, /, command: tuple[str, ...], wait: bool, dry_run:
       hvdtrain slurm submit --nodes 2 --ntasks-per-node 4 --time 1:00:00 --wait -- \\
         hvdtrain train --checkpoint-dir ckpt --auto-resume --epochs 90 --out runs/big
     """
-    _, script = render(command, options)
-    path = Path(RUN_DIR) / f"{options['job_name']}-{time.strftime('%Y%m%d-%H%M%S')}.sbatch"
+    spec, script = render(command, options)
+    mismatch = signal_mismatch(spec)
+    if mismatch:  # the job would be killed on its warning instead of saving a checkpoint
+        raise HvdtrainError(*mismatch)
+    path = Path(DEFAULT_RUNS_DIR) / f"{spec.job_name}-{time.strftime('%Y%m%d-%H%M%S')}.sbatch"
     if dry_run:
         click.echo(script, nl=False)
         click.echo(f"# would run: {shlex.join(['sbatch', '--parsable', str(path)])}")
