@@ -43,14 +43,18 @@ names = [info.name for info in pkgutil.walk_packages(hvdtrain.__path__, "hvdtrai
          if info.name != "hvdtrain.__main__"]
 for name in names:
     importlib.import_module(name)
-print(hvdtrain.__file__, len(names))
+print(hvdtrain.__file__, ",".join(names))
 """
+# Every folder of the checkout that is a package must arrive in the wheel, and import.
+SUBPACKAGES = sorted(f"hvdtrain.{init.parent.name}" for init in (REPO / "hvdtrain").glob("*/__init__.py"))
 
 
 def check_installed_package(venv: Path, env: dict[str, str], cwd: Path) -> None:
     """The wheel, not the checkout: every module imports from site-packages, templates and patches came along."""
-    located, count = run([str(venv / "bin" / "python"), "-c", IMPORT_ALL], env, timeout=300, cwd=cwd).split()
-    assert "/site-packages/hvdtrain/" in located and int(count) >= 50, (located, count)
+    located, imported = run([str(venv / "bin" / "python"), "-c", IMPORT_ALL], env, timeout=300, cwd=cwd).split()
+    names = imported.split(",")
+    assert "/site-packages/hvdtrain/" in located and len(names) >= 60, (located, names)
+    assert set(SUBPACKAGES) <= set(names) and len(SUBPACKAGES) == 8, SUBPACKAGES
     script = run([str(venv / "bin" / "hvdtrain"), "slurm", "render", "--nodes", "2", "--", "hvdtrain", "train"],
                  env, timeout=60, cwd=cwd)
     assert script.startswith("#!/bin/bash") and "hostfile from-slurm" in script

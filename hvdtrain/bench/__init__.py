@@ -1,1 +1,1 @@
-"""Benchmarks: all-reduce bandwidth per backend, and a labelled model of scaling."""
+"""Benchmarks: idle CPU, all-reduce per backend, training against DDP, and a labelled scaling model."""

@@ -2,5 +2,5 @@
 
 ``toolchain`` finds compilers, CUDA and NCCL (reads files, runs nothing); ``plan`` turns what was
 found into a ``BuildPlan`` (pure); ``patches`` holds our diffs to Horovod; ``build`` runs the few
-commands; ``command`` is the ``hvdtrain build-horovod`` CLI.
+commands. ``doctor`` checks that what is installed fits together; ``preflight`` asks every host's.
 """

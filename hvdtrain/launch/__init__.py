@@ -1,1 +1,1 @@
-"""Launching ranks: a frozen plan, pure argv builders, and one place that executes."""
+"""Launching ranks: the run request (pure), the launcher argv builders, the probes, and one place that executes."""

@@ -1,1 +1,1 @@
-"""Slurm: allocations to hosts (and, later, sbatch scripts, submission and requeue)."""
+"""Slurm: allocations as hosts, sbatch scripts (pure), and the calls to sbatch, scontrol and scancel."""
