@@ -68,7 +68,7 @@ def test_adasum_does_not_scale_the_lr():
 
 
 def test_normalize_config_keys():
-    from hvdtrain.cli.train import normalize_config
+    from hvdtrain.train.config_file import normalize_config
 
     known = {"batch_size", "epochs", "no_lr_scaling"}
     assert normalize_config({"batch-size": 8, "epochs": 2, "no_lr_scaling": True}, known, "f") == {

@@ -2,58 +2,25 @@
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 import socket
 import sys
 import traceback
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
-import yaml
 
 from hvdtrain.cli.options import default_of
 from hvdtrain.errors import HvdtrainError
 from hvdtrain.job.ranks import rank_from_env
 from hvdtrain.job.signals import PREEMPT_SIGNALS, PREEMPTED_EXIT, preempt_signals
 from hvdtrain.train.config import AMPS, COMPRESSIONS, DEVICES, LR_SCHEDULES, OPS, OPTIMIZERS, TrainConfig
+from hvdtrain.train.config_file import normalize_config, read_config_file, render_effective
 from hvdtrain.train.preempt import StopRequest
 
 NOT_CONFIG = ("config", "print_config")  # options that are about the config, not in it
-
-
-def read_config_file(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise HvdtrainError(f"--config {path}: cannot read ({exc.strerror})", "check the path") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise HvdtrainError(f"--config {where}: not valid YAML ({getattr(exc, 'problem', exc)})",
-                            "write one 'option: value' per line") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise HvdtrainError(f"--config {path}: expected 'option: value' lines, got a {type(data).__name__}",
-                            "write e.g. 'epochs: 10'")
-    return data
-
-
-def normalize_config(data: Mapping[str, Any], known: set[str], source: str) -> dict[str, Any]:
-    """Config keys (``batch-size`` or ``batch_size``) -> option names; unknown keys get a hint."""
-    result = {}
-    for key, value in data.items():
-        name = str(key).replace("-", "_")
-        if name not in known:
-            close = difflib.get_close_matches(name, sorted(known), n=1)
-            hint = f"did you mean '{close[0].replace('_', '-')}'?" if close else "see hvdtrain train --help"
-            raise HvdtrainError(f"{source}: unknown option {key!r}", hint)
-        result[name] = value
-    return result
 
 
 def _apply_config(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
@@ -75,13 +42,6 @@ def build_config(options: dict[str, Any]) -> TrainConfig:
     resume_from = Path(resume) if resume else checkpoint_dir if resume == "" else None
     return TrainConfig(lr_scaling=not options.pop("no_lr_scaling"), resume_from=resume_from,
                        checkpoint_dir=checkpoint_dir or resume_from, **options)
-
-
-def render_effective(options: Mapping[str, Any], order: list[str]) -> str:
-    """The options, in ``order``, as a YAML config that ``--config`` reads back."""
-    plain = {key.replace("_", "-"): str(options[key]) if isinstance(options[key], Path) else options[key]
-             for key in order if key in options and key not in NOT_CONFIG}
-    return str(yaml.safe_dump(plain, sort_keys=False))
 
 
 PATH = click.Path(file_okay=False, path_type=Path)
@@ -158,7 +118,7 @@ def train(**options: Any) -> None:
     cfg = build_config(dict(options))
     if options["print_config"]:
         order = [param.name for param in click.get_current_context().command.params if param.name]
-        click.echo(render_effective(options, order), nl=False)
+        click.echo(render_effective(options, [name for name in order if name not in NOT_CONFIG]), nl=False)
         return
     # Catch Slurm's warning signal before the slow imports, so one sent during start-up counts.
     stop = StopRequest(preempt_signals(cfg.preempt_signal)) if cfg.checkpoint_dir and not cfg.elastic else None
