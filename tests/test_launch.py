@@ -197,3 +197,13 @@ def test_user_values_never_reach_a_shell(tmp_path):
     rejected = cli("run", "-np", "1", "-H", f"a$(touch {canary}):1", "--", "true")
     assert rejected.returncode == 2 and not canary.exists()
 
+
+
+def test_golden_updates_refuse_to_run_under_ci(monkeypatch):
+    golden = Path(__file__).parent / "golden" / "mpirun_argv.txt"
+    before = golden.read_text()
+    monkeypatch.setenv("CI", "true")
+    monkeypatch.setenv("HVDTRAIN_UPDATE_GOLDEN", "1")
+    with pytest.raises(pytest.fail.Exception, match="never by CI"):
+        check_golden("mpirun_argv.txt", "anything")
+    assert golden.read_text() == before

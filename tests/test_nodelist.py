@@ -7,10 +7,12 @@ from conftest import cli
 from hvdtrain.errors import HvdtrainError
 from hvdtrain.hosts.host import Host
 from hvdtrain.slurm.nodelist import (
+    SlurmJob,
     expand_nodelist,
     expand_tasks_per_node,
     hosts_from_nodelist,
     hosts_from_slurm,
+    slurm_job,
     to_hostnames,
 )
 
@@ -118,3 +120,22 @@ def test_from_slurm_cli_reads_the_environment():
     clean: dict[str, str | None] = {k: None for k in os.environ if k.startswith("SLURM_")}
     done = cli("hostfile", "from-slurm", env=clean)
     assert done.returncode == 2 and "no Slurm allocation" in done.stderr
+
+
+@pytest.mark.parametrize(("env", "job"), [
+    ({}, None),
+    ({"SLURM_JOB_ID": "7"}, None),  # a job id alone names no nodes
+    ({"SLURM_JOB_ID": "7", "SLURM_JOB_NODELIST": "n[1-2]"}, SlurmJob("7", "n[1-2]", None)),
+    ({"SLURM_JOBID": "8", "SLURM_NODELIST": "n1", "SLURM_TASKS_PER_NODE": "2"}, SlurmJob("8", "n1", "2")),
+    ({"SLURM_JOB_NODELIST": "a1", "SLURM_NODELIST": "b1"}, SlurmJob("?", "a1", None)),
+])
+def test_slurm_job_is_the_one_answer_to_inside_slurm(env, job):
+    assert slurm_job(env) == job
+
+
+def test_run_uses_an_allocation_known_only_by_slurm_nodelist():
+    env: dict[str, str | None] = {key: None for key in os.environ if key.startswith("SLURM_")}
+    env.update(SLURM_NODELIST="n[1-2]", SLURM_TASKS_PER_NODE="2(x2)")
+    done = cli("run", "-np", "4", "--launcher", "mpirun", "--dry-run", "--", "true", env=env)
+    assert done.returncode == 0, done.stderr
+    assert " -H n1:2,n2:2 " in done.stdout
