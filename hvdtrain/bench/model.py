@@ -18,6 +18,9 @@ class Prediction:
     efficiency_full_overlap: float
 
 
+GRADIENT_BYTES = 4  # fp32 gradients; 2 with fp16 compression
+
+
 def ring_allreduce_seconds(nbytes: float, nodes: int, bandwidth_gbps: float, latency_us: float) -> float:
     if nodes <= 1:
         return 0.0
@@ -25,6 +28,6 @@ def ring_allreduce_seconds(nbytes: float, nodes: int, bandwidth_gbps: float, lat
 
 
 def predict(params: float, step_s: float, nodes: int, bandwidth_gbps: float, latency_us: float,
-            bytes_per_param: int = 4) -> Prediction:
+            bytes_per_param: int = GRADIENT_BYTES) -> Prediction:
     comm = ring_allreduce_seconds(params * bytes_per_param, nodes, bandwidth_gbps, latency_us)
     return Prediction(nodes, comm, step_s / (step_s + comm), step_s / max(step_s, comm))

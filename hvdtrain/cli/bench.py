@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from hvdtrain.bench.model import GRADIENT_BYTES
 from hvdtrain.errors import HvdtrainError
 
 
@@ -101,7 +102,7 @@ def idle(np_: int, seconds: float, rounds: int, out: Path) -> None:
 @click.option("--nodes", default="2,4,8,16,32,64,128,256", show_default=True, help="Worker counts.")
 @click.option("--bandwidth", type=click.FloatRange(min=0, min_open=True), required=True, help="GB/s per link.")
 @click.option("--latency", type=click.FloatRange(min=0), default=10.0, show_default=True, help="Microseconds.")
-@click.option("--bytes-per-param", type=click.Choice(["2", "4"]), default="4", show_default=True)
+@click.option("--bytes-per-param", type=click.Choice(["2", "4"]), default=str(GRADIENT_BYTES), show_default=True)
 def model(params: float, step_time: float, nodes: str, bandwidth: float, latency: float, bytes_per_param: str) -> None:
     """Predict scaling efficiency with a ring all-reduce model. A MODEL, not a measurement.
 
