@@ -76,6 +76,15 @@ def test_npz_and_csv_datasets(tmp_path):
         assert json.loads((out / "summary.json").read_text())["final_val_acc"] > 0.9
 
 
+def test_training_log_is_shown_once_when_a_model_module_configures_logging(tmp_path):
+    (tmp_path / "logged.py").write_text(
+        "import logging\nfrom torch import nn\nlogging.basicConfig(level=logging.INFO)\n\n\n"
+        "def build(num_classes):\n    return nn.Sequential(nn.Flatten(), nn.Linear(64, num_classes))\n")
+    done = hvdtrain("train", "--model", "logged:build", "--epochs", "1", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (done.stdout + done.stderr).count("done: 1 ranks") == 1 and "epoch 1/1" in done.stdout
+
+
 def test_config_file_and_command_line_precedence(tmp_path):
     config = tmp_path / "train.yaml"
     config.write_text("model: mlp\nepochs: 7\nbatch-size: 16\nno_lr_scaling: true\nshuffle: false\n")

@@ -150,6 +150,7 @@ def show_training_log() -> None:
     """Send ``hvdtrain.train``'s log records to the console (once per process)."""
     logger = logging.getLogger("hvdtrain.train")
     logger.setLevel(logging.INFO)
+    logger.propagate = False  # shown once, even when the user's model module configures the root logger
     if not any(isinstance(handler, _Console) for handler in logger.handlers):
         logger.addHandler(_Console())
 
