@@ -95,7 +95,8 @@ def check_golden(name: str, actual: str) -> None:
         if os.environ.get("CI") == "true":
             pytest.fail("HVDTRAIN_UPDATE_GOLDEN=1 under CI=true: golden files are updated by hand, never by CI")
         path.write_text(actual)
-        pytest.skip(f"updated golden/{name}: review it with git diff")
+        pytest.fail(f"wrote golden/{name}; nothing was checked: review it with git diff, then run the tests "
+                    "without HVDTRAIN_UPDATE_GOLDEN")
     expected = path.read_text() if path.exists() else ""
     if actual != expected:
         diff = "".join(difflib.unified_diff(expected.splitlines(True), actual.splitlines(True),

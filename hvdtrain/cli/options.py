@@ -17,16 +17,23 @@ from hvdtrain.hosts.hostfile import read_hostfile
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def default_of(cls: type[Any], name: str) -> Any:
-    """The default of field ``name`` of dataclass ``cls``."""
-    for item in dataclasses.fields(cls):
-        if item.name == name:
-            if item.default is not dataclasses.MISSING:
-                return item.default
-            if item.default_factory is not dataclasses.MISSING:
-                return item.default_factory()
-            raise TypeError(f"{cls.__name__}.{name} has no default")
-    raise TypeError(f"{cls.__name__} has no field {name!r}")
+# For commands that take a command line after their options (`run ... -- CMD`, `slurm submit ... -- CMD`).
+COMMAND_CONTEXT = {"ignore_unknown_options": True, "allow_interspersed_args": False}
+
+
+def defaults_of(cls: type[Any]) -> Callable[[str], Any]:
+    """``defaults_of(TrainConfig)("epochs")``: the default of a field of dataclass ``cls``."""
+    fields = {item.name: item for item in dataclasses.fields(cls)}
+
+    def default(name: str) -> Any:
+        item = fields[name]
+        if item.default is not dataclasses.MISSING:
+            return item.default
+        if item.default_factory is not dataclasses.MISSING:
+            return item.default_factory()
+        raise TypeError(f"{cls.__name__}.{name} has no default")
+
+    return default
 
 
 def host_options(func: F) -> F:

@@ -10,21 +10,17 @@ from pathlib import Path
 
 import click
 
-from hvdtrain.cli.options import default_of, host_options, resolve_hosts, ssh_options
+from hvdtrain.cli.options import COMMAND_CONTEXT, defaults_of, host_options, resolve_hosts, ssh_options
 from hvdtrain.job.paths import RunPaths, hvdtrain_executable
 from hvdtrain.job.signals import PREEMPTED_EXIT
 from hvdtrain.launch.plan import LAUNCHERS, WAIT_MODES
 from hvdtrain.launch.request import RunOptions
 from hvdtrain.launch.ssh import SshSettings
 
-RUN_CONTEXT = {"ignore_unknown_options": True, "allow_interspersed_args": False}
+_default = defaults_of(RunOptions)
 
 
-def _default(name: str) -> object:
-    return default_of(RunOptions, name)
-
-
-@click.command(context_settings=RUN_CONTEXT)
+@click.command(context_settings=COMMAND_CONTEXT)
 @click.option("-np", "--np", "np_", type=int, required=True, help="Number of ranks.")
 @host_options
 @click.option("--launcher", type=click.Choice(["auto", *LAUNCHERS]), default=_default("launcher"), show_default=True,
@@ -101,7 +97,7 @@ def run(ctx: click.Context, /, np_: int, hosts: str | None, hostfile: Path | Non
     ctx.exit(code)
 
 
-@click.command(hidden=True, context_settings=RUN_CONTEXT)
+@click.command(hidden=True, context_settings=COMMAND_CONTEXT)
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context

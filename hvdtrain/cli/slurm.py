@@ -11,18 +11,14 @@ from typing import Any
 
 import click
 
-from hvdtrain.cli.options import F, default_of
+from hvdtrain.cli.options import COMMAND_CONTEXT, F, defaults_of
 from hvdtrain.errors import HvdtrainError
 from hvdtrain.job.paths import DEFAULT_RUNS_DIR, hvdtrain_executable
 from hvdtrain.job.signals import PREEMPT_SIGNALS
 from hvdtrain.slurm import jobs
 from hvdtrain.slurm.sbatch import LAUNCHERS, SbatchSpec, lint_script, read_template, render_script, signal_mismatch
 
-RUN_CONTEXT = {"ignore_unknown_options": True, "allow_interspersed_args": False}
-
-
-def _default(name: str) -> Any:
-    return default_of(SbatchSpec, name)
+_default = defaults_of(SbatchSpec)
 
 
 def job_options(func: F) -> F:
@@ -86,7 +82,7 @@ def slurm() -> None:
     """
 
 
-@slurm.command("render", context_settings=RUN_CONTEXT)
+@slurm.command("render", context_settings=COMMAND_CONTEXT)
 @job_options
 @click.option("--lint", is_flag=True, help="Also check the script; exit 1 if it has problems.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
@@ -108,7 +104,7 @@ def render_command(ctx: click.Context, /, command: tuple[str, ...], lint: bool, 
         ctx.exit(1 if problems else 0)
 
 
-@slurm.command(context_settings=RUN_CONTEXT)
+@slurm.command(context_settings=COMMAND_CONTEXT)
 @job_options
 @click.option("--wait", is_flag=True, help="Follow the job to its end; exit non-zero unless it COMPLETED.")
 @click.option("--dry-run", is_flag=True, help="Print the script and the sbatch command; submit nothing.")

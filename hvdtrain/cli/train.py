@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 
 import click
 
-from hvdtrain.cli.options import default_of
+from hvdtrain.cli.options import defaults_of
 from hvdtrain.errors import HvdtrainError
 from hvdtrain.job.ranks import rank_from_env
 from hvdtrain.job.signals import PREEMPT_SIGNALS, PREEMPTED_EXIT, preempt_signals
@@ -47,8 +47,7 @@ def build_config(options: dict[str, Any]) -> TrainConfig:
 PATH = click.Path(file_okay=False, path_type=Path)
 
 
-def _default(name: str) -> Any:
-    return default_of(TrainConfig, name)
+_default = defaults_of(TrainConfig)
 
 
 @click.command()

@@ -79,7 +79,7 @@ def _expand_part(part: str) -> list[str]:
     if not groups:
         return [part]
     # Slowest to fastest: the second-to-last group back to the first, then the last.
-    order = [*range(len(groups) - 2, -1, -1), len(groups) - 1] if len(groups) > 1 else [0]
+    order = [*range(len(groups) - 2, -1, -1), len(groups) - 1]
     names = []
     for values in itertools.product(*(groups[index] for index in order)):
         chosen = dict(zip(order, values, strict=True))
