@@ -21,7 +21,8 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 from hvdtrain.errors import HvdtrainError
-from hvdtrain.train.config import choose_device, default_threads, usable_cores
+from hvdtrain.job.cores import bind_rank
+from hvdtrain.train.config import choose_device, threads_for_rank
 from hvdtrain.train.dist import Dist, ReduceOptions, init_dist
 
 
@@ -40,11 +41,13 @@ _context: list[Context] = []  # set once by setup(), like hvd.init()
 
 
 def setup(device: str = "auto", threads: int | None = None) -> Context:
-    """Join the job (Horovod when a launcher started us), set torch threads, pick the device."""
+    """Join the job (Horovod when a launcher started us), bind to this rank's cores when
+    ``hvdtrain run`` asked for it, set torch threads, pick the device."""
     if _context:
         return _context[0]
     dist = init_dist(os.environ)
-    torch.set_num_threads(threads or default_threads(usable_cores(), dist.local_size))
+    bound = bind_rank(os.environ, dist.local_rank, dist.local_size)
+    torch.set_num_threads(threads_for_rank(threads, bound, dist.local_size))
     chosen = torch.device(choose_device(device, torch.cuda.is_available(), dist.local_rank))
     if chosen.type == "cuda":
         torch.cuda.set_device(chosen)

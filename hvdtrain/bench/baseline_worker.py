@@ -21,6 +21,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
+from hvdtrain.job.cores import bind_rank
 from hvdtrain.job.ranks import rank_from_env, size_from_env
 from hvdtrain.train.specs import call_with_known, load_callable
 
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     rank = rank_from_env(os.environ)
     size = size_from_env(os.environ) if args.mode != "plain" else 1
+    bind_rank(os.environ, rank, size)  # placed as hvdtrain's ranks are (the bench runs on one node)
     torch.manual_seed(0)
     model: nn.Module = call_with_known(load_callable(args.model, "--model"), args.model, "--model")
     train, _ = call_with_known(load_callable(args.dataset, "--dataset"), args.dataset, "--dataset", seed=0)

@@ -14,7 +14,7 @@ def mpirun_parts(plan: LaunchPlan, mpirun: str = "mpirun") -> list[Part]:
     parts = [
         Part((mpirun, "-np", str(plan.np)), "number of ranks"),
         Part(("-H", ",".join(str(host) for host in plan.hosts)), f"hosts:slots ({plan.hosts_from})"),
-        Part(("--bind-to", "none"), "let each rank's torch threads run on any core"),
+        Part(("--bind-to", "none"), "Open MPI binds nothing: each rank binds itself to its share of the node's cores"),
         Part(("--map-by", "slot"), "fill each host's slots in order, so neighbouring ranks share a node"),
     ]
     if plan.oversubscribe:

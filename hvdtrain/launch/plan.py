@@ -14,10 +14,13 @@ from pathlib import Path
 
 from hvdtrain.errors import HvdtrainError
 from hvdtrain.hosts.host import Host, check_np
+from hvdtrain.job.cores import BIND_VARIABLE
 from hvdtrain.launch.ssh import DEFAULT_SSH, SshSettings
 
 # Environment the ranks need; forwarded by name (with its current value) when set.
-FORWARDED_ENV = ("PATH", "LD_LIBRARY_PATH", "PYTHONPATH", "VIRTUAL_ENV", "OMP_NUM_THREADS", "HOROVOD_*")
+WAIT_VARIABLE = "HVDTRAIN_HOROVOD_WAIT"  # how hvdtrain's Horovod waits (below)
+FORWARDED_ENV = ("PATH", "LD_LIBRARY_PATH", "PYTHONPATH", "VIRTUAL_ENV", "OMP_NUM_THREADS", "HOROVOD_*",
+                 WAIT_VARIABLE, BIND_VARIABLE)
 LAUNCHERS = ("mpirun", "horovodrun", "srun", "mpiexec")
 # End a job whose ranks wait this long for one that never joins a collective (0: only warn).
 DEFAULT_STALL_TIMEOUT_S = 300
@@ -102,17 +105,24 @@ def stall_settings(timeout_s: int) -> tuple[tuple[str, str], ...]:
 
 # Horovod's background thread gathers requests every cycle (Horovod's default: 1 ms), which puts
 # a floor under each all-reduce's latency. Measured here: 0.1 ms cut a 64 KiB all-reduce from
-# about 1.2 ms to 0.4-0.6 ms, and training was no slower (README, Performance).
+# about 1.2 ms to 0.4-0.6 ms, and training was no slower (README, Performance). With our patch's
+# sleeping wait, a synchronous all-reduce ends the cycle early, so the cycle is only the window in
+# which asynchronous requests (gradients during backward) share a round; 0.1, 0.3 and 1 ms then
+# trained alike here.
 DEFAULT_CYCLE_TIME_MS = 0.1
 # How hvdtrain's Horovod waits (hvdtrain/install/patches/wait-without-spinning.patch): "sleep" blocks
-# an idle background loop and sleeps in MPI coordination; "spin" is upstream's busy waiting.
-WAIT_VARIABLE = "HVDTRAIN_HOROVOD_WAIT"
+# an idle background loop, sleeps in MPI coordination and lets a waiting thread end the cycle;
+# "spin" is upstream's busy waiting.
 WAIT_MODES = ("sleep", "spin")
 DEFAULT_WAIT = "sleep"
 # Why each variable hvdtrain sets is there, for --explain.
 ENV_REASONS = {
-    "HOROVOD_CYCLE_TIME": "Horovod batches requests every 0.1 ms instead of 1 ms: lower all-reduce latency",
-    WAIT_VARIABLE: "idle Horovod threads sleep instead of busy-polling a core the model needs (spin: upstream)",
+    "HOROVOD_CYCLE_TIME": f"Horovod batches requests every {DEFAULT_CYCLE_TIME_MS:g} ms instead of 1 ms: "
+                          "lower all-reduce latency",
+    WAIT_VARIABLE: "idle Horovod threads sleep instead of busy-polling a core the model needs, and a "
+                   "thread waiting for a result starts its round at once (spin: upstream)",
+    BIND_VARIABLE: "the launcher binds nothing; each rank binds itself and its threads to an even share of "
+                   "its node's cores (0: no binding)",
 }
 
 
@@ -135,6 +145,12 @@ def horovod_tuning(fusion_threshold_mb: float | None, cycle_time_ms: float | Non
     if wait is not None:
         settings.append(f"{WAIT_VARIABLE}={wait}")
     return tuple(settings)
+
+
+def placement_settings(env: Mapping[str, str]) -> tuple[str, ...]:
+    """Ranks bind themselves to their share of the cores (hvdtrain.job.cores) unless the user
+    exported HVDTRAIN_BIND_CORES."""
+    return () if BIND_VARIABLE in env else (f"{BIND_VARIABLE}=1",)
 
 
 def supervisor_prefix(hvdtrain_exe: str, run_dir: Path) -> tuple[str, ...]:

@@ -27,6 +27,7 @@ from hvdtrain.launch.plan import (
     flatten,
     horovod_tuning,
     launch_env,
+    placement_settings,
     supervisor_prefix,
 )
 from hvdtrain.launch.ssh import DEFAULT_SSH, SshSettings
@@ -89,7 +90,8 @@ def plan_run(options: RunOptions, env: Mapping[str, str], probes: LauncherProbes
                             options.horovod_wait)
     plan = build_plan(
         options.np, options.hosts, options.command, launcher_env, uid,
-        slurm_hosts=hosts_from_slurm(launcher_env) if job else None, env_flags=(*options.env_flags, *tuning),
+        slurm_hosts=hosts_from_slurm(launcher_env) if job else None,
+        env_flags=(*options.env_flags, *tuning, *placement_settings(launcher_env)),
         supervisor=supervisor_prefix(hvdtrain_exe, paths.root), stall_timeout=options.stall_timeout,
         tag_output=options.tag_output, timeline=options.timeline, launcher_args=split_args(options.mpi_args),
         ssh=options.ssh, network_interface=options.network_interface, oversubscribe=options.oversubscribe,

@@ -10,7 +10,7 @@ def srun_parts(plan: LaunchPlan, mpi_plugin: str) -> list[Part]:
         *env_prefix(plan, "srun"),  # not --export=NAME=VALUE: Slurm splits that at every comma
         Part(("srun", f"--ntasks={plan.np}"), "number of ranks"),
         Part((f"--mpi={mpi_plugin}",), "how MPI inside each rank finds its peers (from srun --mpi=list)"),
-        Part(("--cpu-bind=none",), "let each rank's torch threads run on any allocated core"),
+        Part(("--cpu-bind=none",), "Slurm binds nothing: each rank binds itself to its share of the node's cores"),
         Part(("--kill-on-bad-exit=1",), "one failed rank ends the whole step"),
         Part(("--export=ALL",), "ranks inherit this environment"),
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,12 @@ def lr_at(step: int, steps_per_epoch: int, cfg: TrainConfig, world_size: int) ->
 def default_threads(usable_cores: int, local_size: int) -> int:
     """Split this node's cores evenly between its ranks, at least one each."""
     return max(1, usable_cores // max(1, local_size))
+
+
+def threads_for_rank(explicit: int | None, bound: Collection[int], local_size: int) -> int:
+    """The user's count, else one thread per core this rank bound itself to, else an even split
+    of the cores it may run on."""
+    return explicit or len(bound) or default_threads(usable_cores(), local_size)
 
 
 def usable_cores() -> int:
