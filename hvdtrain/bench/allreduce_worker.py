@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from hvdtrain.job.cores import bind_rank
 from hvdtrain.job.ranks import rank_from_env, size_from_env
 
 GROUPED_TENSORS = 64  # the grouped backend splits each size into this many tensors
@@ -122,6 +123,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--master", default="127.0.0.1:29512")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    # placed as hvdtrain's ranks are (the bench runs on one node), whichever backend is timed
+    bind_rank(os.environ, rank_from_env(os.environ), size_from_env(os.environ))
     backend = Backend(args.backend, args.master)
     results = [{"backend": args.backend, "bytes": int(size), "time_us": time_size(backend, int(size)) * 1e6}
                for size in args.sizes.split(",")]
