@@ -21,8 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 from hvdtrain.errors import HvdtrainError
-from hvdtrain.job.cores import bind_rank
-from hvdtrain.train.config import choose_device, threads_for_rank
+from hvdtrain.train.config import choose_device, claim_cores
 from hvdtrain.train.dist import Dist, ReduceOptions, init_dist
 
 
@@ -46,8 +45,7 @@ def setup(device: str = "auto", threads: int | None = None) -> Context:
     if _context:
         return _context[0]
     dist = init_dist(os.environ)
-    bound = bind_rank(os.environ, dist.local_rank, dist.local_size)
-    torch.set_num_threads(threads_for_rank(threads, bound, dist.local_size))
+    torch.set_num_threads(claim_cores(os.environ, threads, dist.local_rank, dist.local_size))
     chosen = torch.device(choose_device(device, torch.cuda.is_available(), dist.local_rank))
     if chosen.type == "cuda":
         torch.cuda.set_device(chosen)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from hvdtrain.errors import HvdtrainError
+from hvdtrain.job.cores import bind_rank
 from hvdtrain.job.signals import DEFAULT_PREEMPT_SIGNAL, preempt_signal_problem
 
 OPTIMIZERS = ("sgd", "adam")
@@ -131,6 +132,12 @@ def threads_for_rank(explicit: int | None, bound: Collection[int], local_size: i
     """The user's count, else one thread per core this rank bound itself to, else an even split
     of the cores it may run on."""
     return explicit or len(bound) or default_threads(usable_cores(), local_size)
+
+
+def claim_cores(env: Mapping[str, str], explicit: int | None, local_rank: int, local_size: int) -> int:
+    """Bind this rank to its share of the cores when ``hvdtrain run`` asked for it; the torch
+    thread count it should then use."""
+    return threads_for_rank(explicit, bind_rank(env, local_rank, local_size), local_size)
 
 
 def usable_cores() -> int:

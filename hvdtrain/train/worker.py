@@ -17,11 +17,10 @@ from torch.utils.data import DataLoader
 
 from hvdtrain.errors import HvdtrainError
 from hvdtrain.hosts.layout import Slot
-from hvdtrain.job.cores import bind_rank
 from hvdtrain.job.progress import ProgressFile
 from hvdtrain.job.signals import PREEMPTED_EXIT
 from hvdtrain.train import checkpoint, records
-from hvdtrain.train.config import TrainConfig, choose_device, threads_for_rank
+from hvdtrain.train.config import TrainConfig, choose_device, claim_cores
 from hvdtrain.train.data import load_dataset
 from hvdtrain.train.dist import Dist, ElasticHooks, ReduceOptions, init_dist, run_elastic
 from hvdtrain.train.loop import (
@@ -106,9 +105,8 @@ def save_preempted(model: nn.Module, optimizer: torch.optim.Optimizer, rt: Runti
 
 
 def place(model: nn.Module, cfg: TrainConfig, dist: Dist) -> str:
-    """Set this rank's torch threads and device; move the model there."""
-    bound = bind_rank(os.environ, dist.local_rank, dist.local_size)
-    torch.set_num_threads(threads_for_rank(cfg.threads_per_rank, bound, dist.local_size))
+    """Bind this rank to its cores when asked, set its torch threads and device; move the model there."""
+    torch.set_num_threads(claim_cores(os.environ, cfg.threads_per_rank, dist.local_rank, dist.local_size))
     device = choose_device(cfg.device, torch.cuda.is_available(), dist.local_rank, cfg.amp)
     if device.startswith("cuda"):
         torch.cuda.set_device(device)  # Horovod: one GPU per local rank
