@@ -147,21 +147,19 @@ def test_idle_job_sleeps_instead_of_spinning(tmp_path):
     assert min(spin) > max(sleep), report  # the switch really reaches the binary
 
 
-@pytest.mark.parametrize("wait", ["sleep", "spin"])
-def test_waiting_for_a_result_ends_the_batching_window(tmp_path, wait):
-    """With a 200 ms cycle, 20 synchronous all-reduces: with our wait each one starts as soon as the
-    training thread waits for it (about 1 ms for all 20 here); upstream's (spin, the same binary) waits
-    out a cycle each time (about 20 cycles). The bounds, under 5 cycles or over 10, leave wide margins
-    on both sides: this checks which behaviour ran, not how fast the machine is."""
-    cycle_s = 0.2
-    done = hvdtrain("run", "-np", "2", "--cycle-time-ms", str(cycle_s * 1000), "--horovod-wait", wait,
-                    "--output-dir", str(tmp_path / "runs"), "--", sys.executable,
-                    str(REPO / "tests" / "cycle_worker.py"), str(tmp_path), timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
-    reports = [json.loads((tmp_path / f"cycle.rank{rank}.json").read_text()) for rank in (0, 1)]
-    assert all(report["checked"] == 20 for report in reports), reports  # every sum was right
-    seconds = max(report["seconds"] for report in reports)
-    if wait == "sleep":
-        assert seconds < 5 * cycle_s, reports
-    else:
-        assert seconds > 10 * cycle_s, reports
+def test_waiting_for_a_result_ends_the_batching_window(tmp_path):
+    """20 synchronous all-reduces under a 200 ms cycle, once with our wait and once with upstream's
+    (spin, the same binary), side by side. With ours each starts as soon as the training thread waits
+    for it; with upstream's each waits out a cycle. The ratio was about 400 here; the bound is 10, so
+    this tells which behaviour ran, not how fast the machine is."""
+    seconds = {}
+    for wait in ("sleep", "spin"):
+        out = tmp_path / wait
+        done = hvdtrain("run", "-np", "2", "--cycle-time-ms", "200", "--horovod-wait", wait,
+                        "--output-dir", str(out / "runs"), "--", sys.executable,
+                        str(REPO / "tests" / "cycle_worker.py"), str(out), timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        reports = [json.loads((out / f"cycle.rank{rank}.json").read_text()) for rank in (0, 1)]
+        assert all(report["checked"] == 20 for report in reports), reports  # every sum was right
+        seconds[wait] = max(report["seconds"] for report in reports)
+    assert seconds["spin"] > 10 * seconds["sleep"], seconds
