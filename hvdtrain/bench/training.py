@@ -4,6 +4,7 @@ loop and itself at np=1, in interleaved rounds so drift in the machine hits ever
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -51,14 +52,16 @@ def read_speed(config: str, out: Path) -> float:
 
 
 def measure(config: str, workload: str, np_: int, batch_size: int, timeline: Path | None = None) -> float:
-    with tempfile.TemporaryDirectory(prefix="hvdtrain-bench-") as tmp:
-        out = Path(tmp)
-        done = subprocess.run(build_argv(config, workload, np_, out, batch_size, timeline), capture_output=True,
-                              text=True, check=False)
-        if done.returncode != 0:
-            raise HvdtrainError(f"bench train: {config} on {workload} failed (exit {done.returncode})",
-                                (done.stderr.strip().splitlines() or ["no output"])[-1])
-        return read_speed(config, out)
+    """Samples/s of one run; a failed run's logs are kept and named in the error."""
+    out = Path(tempfile.mkdtemp(prefix="hvdtrain-bench-"))
+    done = subprocess.run(build_argv(config, workload, np_, out, batch_size, timeline), capture_output=True,
+                          text=True, check=False)
+    if done.returncode != 0:
+        raise HvdtrainError(f"bench train: {config} on {workload} failed (exit {done.returncode}); its logs are "
+                            f"kept in {out}", (done.stderr.strip().splitlines() or ["no output"])[-1])
+    speed = read_speed(config, out)
+    shutil.rmtree(out)
+    return speed
 
 
 def summarize(samples: Mapping[str, Sequence[float]]) -> dict[str, Any]:
