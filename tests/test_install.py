@@ -4,11 +4,13 @@ and our patches applied to the real sdist."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
-from conftest import cli
+from conftest import REPO, cli, hvdtrain
 
 from hvdtrain.errors import HvdtrainError
 from hvdtrain.install.build import build_env, default_cache_dir, extract_sdist, fetch_sdist
@@ -26,7 +28,8 @@ from hvdtrain.install.toolchain import (
     parse_nccl_version,
 )
 
-PATCHES = ["cxx-standard.patch", "gcc13-headers.patch", "gloo-cxx17.patch", "wait-without-spinning.patch"]
+PATCHES = ["cxx-standard.patch", "disabled-logs-cost-nothing.patch", "gcc13-headers.patch", "gloo-cxx17.patch",
+           "wait-without-spinning.patch"]
 NCCL_H = "#define NCCL_MAJOR 2\n#define NCCL_MINOR 30\n#define NCCL_PATCH 7\n#define NCCL_SUFFIX \"\"\n"
 
 
@@ -247,6 +250,24 @@ def test_every_patch_applies_to_the_real_sdist(tmp_path):
         assert path.read_text().startswith("hvdtrain: "), f"{path.name} must start by saying what it changes and why"
     with pytest.raises(HvdtrainError, match="does not apply"):
         apply_patches(source, patches[:1])
+
+
+def test_log_levels_still_select_messages_after_our_log_patch(tmp_path):
+    """disabled-logs-cost-nothing.patch skips building messages below HOROVOD_LOG_LEVEL: real ranks
+    of the installed Horovod still print every trace message when asked, and none by default."""
+    logs = {}
+    for level in ("trace", None):
+        out = tmp_path / str(level)
+        env = {key: value for key, value in os.environ.items() if key != "HOROVOD_LOG_LEVEL"}
+        env.update({"HOROVOD_LOG_LEVEL": level} if level else {})
+        done = hvdtrain("run", "-np", "2", "--output-dir", str(out / "runs"), "--", sys.executable,
+                        str(REPO / "tests" / "cycle_worker.py"), str(out), env=env, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert all(json.loads((out / f"cycle.rank{rank}.json").read_text())["checked"] == 20 for rank in (0, 1))
+        logs[level] = [(out / "runs" / f"rank-{rank}.log").read_text() for rank in (0, 1)]
+    # every one of a rank's 21 all-reduces logs its round at trace level, from the background thread
+    assert all(log.count("Performing allreduce.cycle") >= 21 for log in logs["trace"]), logs["trace"][0][-2000:]
+    assert all("Performing" not in log and "] [T " not in log for log in logs[None]), logs[None][0][-2000:]
 
 
 def test_build_horovod_cli_dry_run_and_a_missing_tool(tmp_path):

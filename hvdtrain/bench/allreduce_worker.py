@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from hvdtrain.bench.gloo import leave_and_exit
 from hvdtrain.job.cores import bind_rank
 from hvdtrain.job.ranks import rank_from_env, size_from_env
 
@@ -81,11 +82,10 @@ class Backend:
             self.dist.barrier()
 
     def close(self) -> None:
-        """Leave gloo together: rank 0 hosts the rendezvous store, and a process that exits with
-        the process group still up can abort in its destructor ("terminate called ...")."""
+        """The last call of a worker, after its results are written: gloo ranks leave together and
+        exit without teardown (``hvdtrain.bench.gloo``)."""
         if self.name == "gloo":
-            self.dist.barrier()
-            self.dist.destroy_process_group()
+            leave_and_exit()
 
     def max_over_ranks(self, seconds: float) -> float:
         if self.name.startswith("horovod"):

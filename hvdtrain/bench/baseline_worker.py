@@ -21,6 +21,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
+from hvdtrain.bench.gloo import leave_and_exit
 from hvdtrain.job.cores import bind_rank
 from hvdtrain.job.ranks import rank_from_env, size_from_env
 from hvdtrain.train.specs import call_with_known, load_callable
@@ -60,9 +61,8 @@ def main(argv: list[str] | None = None) -> None:
             samples += len(y)
         speed = samples / (time.perf_counter() - start)
     Path(f"{args.out}.rank{rank}").write_text(json.dumps({"samples_per_sec": speed}) + "\n")
-    if args.mode == "ddp":  # leave together (see allreduce_worker.Backend.close)
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+    if args.mode == "ddp":
+        leave_and_exit()
 
 
 if __name__ == "__main__":

@@ -111,8 +111,9 @@ def stall_settings(timeout_s: int) -> tuple[tuple[str, str], ...]:
 # trained alike here.
 DEFAULT_CYCLE_TIME_MS = 0.1
 # How hvdtrain's Horovod waits (hvdtrain/install/patches/wait-without-spinning.patch): "sleep" runs a
-# round only when there is work, polls (yielding the core) while the rank is busy, sleeps once it has
-# been idle for 100 ms, and lets a waiting thread end the cycle; "spin" is upstream's busy waiting.
+# round only when there is work, its background thread polls (yielding the core) while the rank is
+# busy and sleeps once it has been idle for 100 ms, and a thread waiting for a result blocks and ends
+# the cycle; "spin" is upstream's busy waiting.
 WAIT_MODES = ("sleep", "spin")
 DEFAULT_WAIT = "sleep"
 # Why each variable hvdtrain sets is there, for --explain.
@@ -120,8 +121,8 @@ ENV_REASONS = {
     "HOROVOD_CYCLE_TIME": f"Horovod batches requests every {DEFAULT_CYCLE_TIME_MS:g} ms instead of 1 ms: "
                           "lower all-reduce latency",
     WAIT_VARIABLE: "idle Horovod threads sleep instead of busy-polling a core the model needs, busy ones "
-                   "poll only while there is work, and a thread waiting for a result starts its round at "
-                   "once (spin: upstream)",
+                   "poll only while there is work, and a thread waiting for a result blocks and starts its "
+                   "round at once (spin: upstream)",
     BIND_VARIABLE: "the launcher binds nothing; each rank binds itself and its threads to an even share of "
                    "its node's cores (0: no binding)",
 }
