@@ -10,6 +10,7 @@ from conftest import REPO, hvdtrain
 from hvdtrain.bench.allreduce import bandwidths, build_report, combine_rounds, fit_alpha_beta, parse_sizes, render_csv
 from hvdtrain.bench.allreduce_worker import time_size
 from hvdtrain.bench.model import predict, ring_allreduce_seconds
+from hvdtrain.bench.training import lockstep_ceiling
 from hvdtrain.errors import HvdtrainError
 
 
@@ -77,6 +78,15 @@ def test_report_and_csv_fields():
     assert render_csv(report).splitlines()[0] == "backend,bytes,time_us,algbw_gbps,busbw_gbps"
 
 
+def test_lockstep_ceiling_pairs_steps_and_waits_for_the_slowest_rank():
+    # independent: rank 0 makes 2 steps in 2 s, rank 1 in 4 s: 1 + 0.5 = 1.5 steps/s. Lockstep: step 1
+    # takes 1 s, step 2 the slower rank's 3 s: 2 ranks x 2 steps in 4 s = 1 step/s. 1 / 1.5 = 2/3.
+    assert lockstep_ceiling([[1.0, 1.0], [1.0, 3.0]]) == pytest.approx(2 / 3)
+    assert lockstep_ceiling([[2.0, 1.0], [1.0, 2.0]]) == pytest.approx(0.75)  # each rank slow once
+    assert lockstep_ceiling([[1.0, 1.0, 9.0], [1.0, 1.0]]) == pytest.approx(1.0)  # unpaired steps left out
+    assert lockstep_ceiling([[0.5] * 4, [0.5] * 4]) == pytest.approx(1.0)
+
+
 def test_model_matches_hand_computed_values():
     # 100 MB over 4 workers at 10 GB/s, 5 us: 2*3*5us + 2*3/4 * 0.1 s / 10 = 30 us + 15 ms.
     assert ring_allreduce_seconds(1e8, 4, 10.0, 5.0) == pytest.approx(0.01503)
@@ -126,7 +136,8 @@ def test_train_bench_measures_every_configuration(tmp_path):
     assert report["world_size"] == 2 and set(model["configs"]) == {
         "hvdtrain", "hvdtrain_spin", "ddp", "independent", "plain", "hvdtrain_np1"}
     assert all(c["samples_per_sec"] > 0 and c["spread"] == 0 for c in model["configs"].values())
-    assert set(model["ratios"]) == {"vs_ddp", "vs_spin", "efficiency", "overhead_np1"}
+    assert set(model["ratios"]) == {"vs_ddp", "vs_spin", "efficiency", "lockstep_ceiling", "overhead_np1"}
+    assert 0.3 < model["ratios"]["lockstep_ceiling"] <= 1.0  # from the independent ranks' own step times
     assert model["ratios"]["vs_ddp"] == pytest.approx(
         model["configs"]["hvdtrain"]["samples_per_sec"] / model["configs"]["ddp"]["samples_per_sec"])
     assert (out / "train.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

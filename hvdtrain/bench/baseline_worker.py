@@ -3,7 +3,8 @@
 ``--mode plain``: one process, no distribution. ``--mode independent``: every rank trains on
 its own shard and never communicates (the physical limit of N processes on this machine).
 ``--mode ddp``: torch DistributedDataParallel over gloo. Ranks come from the launcher's
-environment, like hvdtrain's; every rank writes its samples/s to ``OUT.rankN``.
+environment, like hvdtrain's; every rank writes its samples/s and the seconds of each step of the
+timed epoch to ``OUT.rankN``.
 """
 
 from __future__ import annotations
@@ -50,17 +51,19 @@ def main(argv: list[str] | None = None) -> None:
     sampler: DistributedSampler[Any] = DistributedSampler(train, num_replicas=size, rank=rank, shuffle=True, seed=0)
     loader = DataLoader(train, batch_size=args.batch_size, sampler=sampler, drop_last=True)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    speed = 0.0
+    speed, steps = 0.0, list[float]()
     for epoch in range(args.epochs):  # the last epoch is timed; the first warms up
         sampler.set_epoch(epoch)
-        start, samples = time.perf_counter(), 0
+        start, samples, steps = time.perf_counter(), 0, []
         for x, y in loader:
+            step_start = time.perf_counter()
             optimizer.zero_grad()
             F.cross_entropy(model(x), y).backward()  # type: ignore[no-untyped-call]
             optimizer.step()
+            steps.append(time.perf_counter() - step_start)
             samples += len(y)
         speed = samples / (time.perf_counter() - start)
-    Path(f"{args.out}.rank{rank}").write_text(json.dumps({"samples_per_sec": speed}) + "\n")
+    Path(f"{args.out}.rank{rank}").write_text(json.dumps({"samples_per_sec": speed, "step_seconds": steps}) + "\n")
     if args.mode == "ddp":
         leave_and_exit()
 

@@ -14,9 +14,9 @@ def leave_and_exit() -> NoReturn:
 
     Rank 0 hosts the rendezvous store, so the ranks first meet at a barrier. Even after
     ``destroy_process_group``, a rank sometimes aborted in interpreter teardown ("terminate called
-    without an active exception", exit 134; a DDP baseline of ``bench train`` in 2 of about 12
-    runs here), after its result was written: gloo's threads do not all end with the group
-    (pytorch issues 28126 and 190489). A worker's results are on disk by now, so it skips teardown.
+    without an active exception", exit 134; twice here, both in a DDP baseline of ``bench train``)
+    after its result was written: gloo's threads do not all end with the group (pytorch issues
+    28126 and 190489). A worker's results are on disk by now, so it skips teardown.
     """
     dist.barrier()
     dist.destroy_process_group()

@@ -51,8 +51,24 @@ def read_speed(config: str, out: Path) -> float:
     return float(sum(json.loads(path.read_text())["samples_per_sec"] for path in out.glob("speed.rank*")))
 
 
-def measure(config: str, workload: str, np_: int, batch_size: int, timeline: Path | None = None) -> float:
-    """Samples/s of one run; a failed run's logs are kept and named in the error."""
+def lockstep_ceiling(step_seconds: Sequence[Sequence[float]]) -> float:
+    """The best efficiency any synchronous data-parallel training could reach on these ranks.
+
+    ``step_seconds`` holds each rank's step times, measured while the ranks trained independently.
+    In lockstep, step i of every rank ends with the slowest rank's step i, even if communication
+    were free. Returns lockstep throughput / independent throughput, with equal batches on every
+    rank and steps paired by index.
+    """
+    steps = min(len(times) for times in step_seconds)
+    lockstep = len(step_seconds) / sum(max(times[i] for times in step_seconds) for i in range(steps))
+    independent = sum(1 / sum(times[:steps]) for times in step_seconds)
+    return lockstep / independent
+
+
+def measure(config: str, workload: str, np_: int, batch_size: int,
+            timeline: Path | None = None) -> tuple[float, float | None]:
+    """Samples/s of one run, and for ``independent`` its lockstep ceiling (else None). A failed run's
+    logs are kept and named in the error."""
     out = Path(tempfile.mkdtemp(prefix="hvdtrain-bench-"))
     done = subprocess.run(build_argv(config, workload, np_, out, batch_size, timeline), capture_output=True,
                           text=True, check=False)
@@ -60,18 +76,22 @@ def measure(config: str, workload: str, np_: int, batch_size: int, timeline: Pat
         raise HvdtrainError(f"bench train: {config} on {workload} failed (exit {done.returncode}); its logs are "
                             f"kept in {out}", (done.stderr.strip().splitlines() or ["no output"])[-1])
     speed = read_speed(config, out)
+    ceiling = (lockstep_ceiling([json.loads(path.read_text())["step_seconds"] for path in out.glob("speed.rank*")])
+               if config == "independent" else None)
     shutil.rmtree(out)
-    return speed
+    return speed, ceiling
 
 
-def summarize(samples: Mapping[str, Sequence[float]]) -> dict[str, Any]:
-    """Median and spread (half the range) per configuration, and the ratios users compare."""
+def summarize(samples: Mapping[str, Sequence[float]], ceilings: Sequence[float]) -> dict[str, Any]:
+    """Median and spread (half the range) per configuration, and the ratios users compare; the
+    lockstep ceiling is the median over rounds, to read ``efficiency`` against."""
     configs = {name: {"samples_per_sec": statistics.median(values),
                       "spread": (max(values) - min(values)) / 2} for name, values in samples.items()}
     speed = {name: value["samples_per_sec"] for name, value in configs.items()}
     return {"configs": configs, "ratios": {"vs_ddp": speed["hvdtrain"] / speed["ddp"],
                                            "vs_spin": speed["hvdtrain"] / speed["hvdtrain_spin"],
                                            "efficiency": speed["hvdtrain"] / speed["independent"],
+                                           "lockstep_ceiling": statistics.median(ceilings),
                                            "overhead_np1": speed["hvdtrain_np1"] / speed["plain"]}}
 
 
@@ -79,13 +99,17 @@ def run_train_bench(np_: int, workloads: Sequence[str], rounds: int, batch_size:
                     timeline: Path | None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     samples: dict[str, dict[str, list[float]]] = {w: {c: [] for c in CONFIGS} for w in workloads}
+    ceilings: dict[str, list[float]] = {w: [] for w in workloads}
     for round_index in range(rounds):
         for workload in workloads:
             for config in CONFIGS:
                 trace = timeline if timeline and round_index == 0 and config == "hvdtrain" else None
-                samples[workload][config].append(measure(config, workload, np_, batch_size, trace))
+                speed, ceiling = measure(config, workload, np_, batch_size, trace)
+                samples[workload][config].append(speed)
+                if ceiling is not None:
+                    ceilings[workload].append(ceiling)
     report = {"world_size": np_, "rounds": rounds, "batch_size": batch_size,
-              "models": {workload: summarize(samples[workload]) for workload in workloads}}
+              "models": {workload: summarize(samples[workload], ceilings[workload]) for workload in workloads}}
     (out / "train.json").write_text(json.dumps(report, indent=2) + "\n")
     plot_train(report, out / "train.png")
     return report
@@ -95,13 +119,13 @@ def render_train_table(report: Mapping[str, Any]) -> str:
     lines = [f"training throughput, samples/s (median of {report['rounds']} rounds +- half range), "
              f"np={report['world_size']}, batch {report['batch_size']} per rank",
              f"{'model':<12}" + "".join(f"{name:>18}" for name in CONFIGS) +
-             f"{'vs DDP':>9}{'vs spin':>9}{'eff.':>7}{'np1/plain':>11}"]
+             f"{'vs DDP':>9}{'vs spin':>9}{'eff.':>7}{'ceiling':>9}{'np1/plain':>11}"]
     for name, model in report["models"].items():
         cells = "".join(f"{model['configs'][c]['samples_per_sec']:>11.0f} +-{model['configs'][c]['spread']:>4.0f}"
                         for c in CONFIGS)
         ratios = model["ratios"]
         lines.append(f"{name:<12}{cells}{ratios['vs_ddp']:>9.2f}{ratios['vs_spin']:>9.2f}{ratios['efficiency']:>7.2f}"
-                     f"{ratios['overhead_np1']:>11.2f}")
+                     f"{ratios['lockstep_ceiling']:>9.2f}{ratios['overhead_np1']:>11.2f}")
     return "\n".join(lines)
 
 
