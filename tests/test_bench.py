@@ -10,7 +10,7 @@ from conftest import REPO, hvdtrain
 from hvdtrain.bench.allreduce import bandwidths, build_report, combine_rounds, fit_alpha_beta, parse_sizes, render_csv
 from hvdtrain.bench.allreduce_worker import time_size
 from hvdtrain.bench.model import predict, ring_allreduce_seconds
-from hvdtrain.bench.training import lockstep_ceiling
+from hvdtrain.bench.training import lockstep_ceiling, summarize
 from hvdtrain.errors import HvdtrainError
 
 
@@ -87,6 +87,21 @@ def test_lockstep_ceiling_pairs_steps_and_waits_for_the_slowest_rank():
     assert lockstep_ceiling([[0.5] * 4, [0.5] * 4]) == pytest.approx(1.0)
 
 
+def test_ratios_pair_the_configurations_of_each_round():
+    # Round 2 ran at half speed for every configuration; each ratio is taken within a round first.
+    samples = {"hvdtrain": [900.0, 450.0, 1000.0], "hvdtrain_spin": [900.0, 500.0, 1000.0],
+               "ddp": [750.0, 375.0, 800.0], "independent": [1000.0, 500.0, 1111.0],
+               "plain": [600.0, 300.0, 600.0], "hvdtrain_np1": [600.0, 330.0, 540.0]}
+    report = summarize(samples, ceilings=[0.9, 1.0, 0.95])
+    assert report["configs"]["independent"] == {"samples_per_sec": 1000.0, "spread": 305.5}
+    ratios = report["ratios"]
+    assert ratios["efficiency"] == pytest.approx(0.9)
+    assert ratios["vs_ddp"] == pytest.approx(1.2) and ratios["vs_spin"] == pytest.approx(1.0)
+    assert ratios["overhead_np1"] == pytest.approx(1.0)
+    assert ratios["lockstep_ceiling"] == pytest.approx(0.95)
+    assert ratios["of_ceiling"] == pytest.approx(0.9 / 0.95, rel=1e-3)  # rounds: 1.0, 0.9, 0.947
+
+
 def test_model_matches_hand_computed_values():
     # 100 MB over 4 workers at 10 GB/s, 5 us: 2*3*5us + 2*3/4 * 0.1 s / 10 = 30 us + 15 ms.
     assert ring_allreduce_seconds(1e8, 4, 10.0, 5.0) == pytest.approx(0.01503)
@@ -136,10 +151,12 @@ def test_train_bench_measures_every_configuration(tmp_path):
     assert report["world_size"] == 2 and set(model["configs"]) == {
         "hvdtrain", "hvdtrain_spin", "ddp", "independent", "plain", "hvdtrain_np1"}
     assert all(c["samples_per_sec"] > 0 and c["spread"] == 0 for c in model["configs"].values())
-    assert set(model["ratios"]) == {"vs_ddp", "vs_spin", "efficiency", "lockstep_ceiling", "overhead_np1"}
+    assert set(model["ratios"]) == {"vs_ddp", "vs_spin", "efficiency", "lockstep_ceiling", "of_ceiling", "overhead_np1"}
     assert 0.3 < model["ratios"]["lockstep_ceiling"] <= 1.0  # from the independent ranks' own step times
-    assert model["ratios"]["vs_ddp"] == pytest.approx(
+    assert model["ratios"]["vs_ddp"] == pytest.approx(  # one round: its ratio is the medians' ratio
         model["configs"]["hvdtrain"]["samples_per_sec"] / model["configs"]["ddp"]["samples_per_sec"])
+    assert model["ratios"]["of_ceiling"] == pytest.approx(
+        model["ratios"]["efficiency"] / model["ratios"]["lockstep_ceiling"])
     assert (out / "train.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     trace = timeline.read_text()  # Horovod's timeline: a chrome://tracing JSON array of events
     assert trace.startswith("[") and "ALLREDUCE" in trace

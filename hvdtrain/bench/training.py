@@ -82,17 +82,27 @@ def measure(config: str, workload: str, np_: int, batch_size: int,
     return speed, ceiling
 
 
+# ratio name -> (numerator, denominator) configurations
+RATIOS = {"vs_ddp": ("hvdtrain", "ddp"), "vs_spin": ("hvdtrain", "hvdtrain_spin"),
+          "efficiency": ("hvdtrain", "independent"), "overhead_np1": ("hvdtrain_np1", "plain")}
+
+
 def summarize(samples: Mapping[str, Sequence[float]], ceilings: Sequence[float]) -> dict[str, Any]:
-    """Median and spread (half the range) per configuration, and the ratios users compare; the
-    lockstep ceiling is the median over rounds, to read ``efficiency`` against."""
+    """Median and spread (half the range) per configuration, and the ratios users compare.
+
+    ``samples[config][r]`` is round r's speed. A ratio is the median over rounds of that round's
+    ratio: the configurations of one round run one after the other, so drift in the machine that
+    hits a round hits both sides of its ratio. ``lockstep_ceiling`` is the median of the rounds'
+    ceilings, and ``of_ceiling`` the median of each round's efficiency over its own ceiling: how
+    much of what synchronous training can reach on these ranks hvdtrain reached.
+    """
     configs = {name: {"samples_per_sec": statistics.median(values),
                       "spread": (max(values) - min(values)) / 2} for name, values in samples.items()}
-    speed = {name: value["samples_per_sec"] for name, value in configs.items()}
-    return {"configs": configs, "ratios": {"vs_ddp": speed["hvdtrain"] / speed["ddp"],
-                                           "vs_spin": speed["hvdtrain"] / speed["hvdtrain_spin"],
-                                           "efficiency": speed["hvdtrain"] / speed["independent"],
-                                           "lockstep_ceiling": statistics.median(ceilings),
-                                           "overhead_np1": speed["hvdtrain_np1"] / speed["plain"]}}
+    per_round = {name: [a / b for a, b in zip(samples[top], samples[bottom], strict=True)]
+                 for name, (top, bottom) in RATIOS.items()}
+    per_round["lockstep_ceiling"] = list(ceilings)
+    per_round["of_ceiling"] = [e / c for e, c in zip(per_round["efficiency"], ceilings, strict=True)]
+    return {"configs": configs, "ratios": {name: statistics.median(values) for name, values in per_round.items()}}
 
 
 def run_train_bench(np_: int, workloads: Sequence[str], rounds: int, batch_size: int, out: Path,
@@ -119,13 +129,13 @@ def render_train_table(report: Mapping[str, Any]) -> str:
     lines = [f"training throughput, samples/s (median of {report['rounds']} rounds +- half range), "
              f"np={report['world_size']}, batch {report['batch_size']} per rank",
              f"{'model':<12}" + "".join(f"{name:>18}" for name in CONFIGS) +
-             f"{'vs DDP':>9}{'vs spin':>9}{'eff.':>7}{'ceiling':>9}{'np1/plain':>11}"]
+             f"{'vs DDP':>9}{'vs spin':>9}{'eff.':>7}{'ceiling':>9}{'of ceil.':>10}{'np1/plain':>11}"]
     for name, model in report["models"].items():
         cells = "".join(f"{model['configs'][c]['samples_per_sec']:>11.0f} +-{model['configs'][c]['spread']:>4.0f}"
                         for c in CONFIGS)
         ratios = model["ratios"]
         lines.append(f"{name:<12}{cells}{ratios['vs_ddp']:>9.2f}{ratios['vs_spin']:>9.2f}{ratios['efficiency']:>7.2f}"
-                     f"{ratios['lockstep_ceiling']:>9.2f}{ratios['overhead_np1']:>11.2f}")
+                     f"{ratios['lockstep_ceiling']:>9.2f}{ratios['of_ceiling']:>10.2f}{ratios['overhead_np1']:>11.2f}")
     return "\n".join(lines)
 
 
