@@ -10,7 +10,7 @@ from conftest import REPO, hvdtrain
 from hvdtrain.bench.allreduce import bandwidths, build_report, combine_rounds, fit_alpha_beta, parse_sizes, render_csv
 from hvdtrain.bench.allreduce_worker import time_size
 from hvdtrain.bench.model import predict, ring_allreduce_seconds
-from hvdtrain.bench.training import lockstep_ceiling, summarize
+from hvdtrain.bench.training import CONFIGS, build_argv, lockstep_ceiling, summarize
 from hvdtrain.errors import HvdtrainError
 
 
@@ -85,6 +85,18 @@ def test_lockstep_ceiling_pairs_steps_and_waits_for_the_slowest_rank():
     assert lockstep_ceiling([[2.0, 1.0], [1.0, 2.0]]) == pytest.approx(0.75)  # each rank slow once
     assert lockstep_ceiling([[1.0, 1.0, 9.0], [1.0, 1.0]]) == pytest.approx(1.0)  # unpaired steps left out
     assert lockstep_ceiling([[0.5] * 4, [0.5] * 4]) == pytest.approx(1.0)
+
+
+def test_every_configuration_steps_the_same_optimizer(tmp_path):
+    """hvdtrain scales its LR by the world size by default, and the LR changes a step's speed: every
+    configuration gets the same LR and momentum, unscaled."""
+    def option(argv, name):
+        return argv[argv.index(name) + 1]
+
+    for workload in ("resnet", "deep_narrow"):
+        argvs = {config: build_argv(config, workload, 2, tmp_path, 32) for config in CONFIGS}
+        assert {(option(a, "--lr"), option(a, "--momentum")) for a in argvs.values()} == {("0.01", "0.9")}
+        assert all(("--no-lr-scaling" in argv) == config.startswith("hvdtrain") for config, argv in argvs.items())
 
 
 def test_ratios_pair_the_configurations_of_each_round():

@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--lr", type=float, required=True)
+    parser.add_argument("--momentum", type=float, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--master", default="127.0.0.1:29513")
     args = parser.parse_args(argv)
@@ -50,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
         model = nn.parallel.DistributedDataParallel(model)
     sampler: DistributedSampler[Any] = DistributedSampler(train, num_replicas=size, rank=rank, shuffle=True, seed=0)
     loader = DataLoader(train, batch_size=args.batch_size, sampler=sampler, drop_last=True)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
     speed, steps = 0.0, list[float]()
     for epoch in range(args.epochs):  # the last epoch is timed; the first warms up
         sampler.set_epoch(epoch)
