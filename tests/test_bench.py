@@ -187,21 +187,40 @@ def test_idle_job_sleeps_instead_of_spinning(tmp_path):
     assert min(spin) > max(sleep), report  # the switch really reaches the binary
 
 
+def cycle_seconds(tmp_path, cycle_ms: int, *mode: str) -> dict[str, list[float]]:
+    """tests/cycle_worker.py under each wait, the same binary: each rank's seconds inside its
+    all-reduces, every sum checked."""
+    seconds = {}
+    for wait in ("sleep", "spin"):
+        out = tmp_path / wait
+        done = hvdtrain("run", "-np", "2", "--cycle-time-ms", str(cycle_ms), "--horovod-wait", wait,
+                        "--output-dir", str(out / "runs"), "--", sys.executable,
+                        str(REPO / "tests" / "cycle_worker.py"), str(out), *mode, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        reports = [json.loads((out / f"cycle.rank{rank}.json").read_text()) for rank in (0, 1)]
+        assert all(report["checked"] == 20 for report in reports), reports  # every sum was right
+        seconds[wait] = [report["seconds"] for report in reports]
+    return seconds
+
+
 def test_waiting_for_a_result_ends_the_batching_window(tmp_path):
     """20 synchronous all-reduces under a 200 ms cycle, once with our wait and once with upstream's
     (spin, the same binary), side by side. With ours each starts as soon as the training thread waits
     for it; with upstream's each waits out a cycle. The ratio was about 400 here; the bound is 10, so
     this tells which behaviour ran, not how fast the machine is."""
-    seconds = {}
-    for wait in ("sleep", "spin"):
-        out = tmp_path / wait
-        done = hvdtrain("run", "-np", "2", "--cycle-time-ms", "200", "--horovod-wait", wait,
-                        "--output-dir", str(out / "runs"), "--", sys.executable,
-                        str(REPO / "tests" / "cycle_worker.py"), str(out), timeout=300)
-        assert done.returncode == 0, done.stdout + done.stderr
-        reports = [json.loads((out / f"cycle.rank{rank}.json").read_text()) for rank in (0, 1)]
-        assert all(report["checked"] == 20 for report in reports), reports  # every sum was right
-        seconds[wait] = max(report["seconds"] for report in reports)
+    seconds = cycle_seconds(tmp_path, 200)
     # a ratio of the two runs, not a time: it only asks which behaviour each mode ran
-    slowdown_with_upstream_wait = seconds["spin"] / seconds["sleep"]
+    slowdown_with_upstream_wait = max(seconds["spin"]) / max(seconds["sleep"])
+    assert slowdown_with_upstream_wait > 10, seconds
+
+
+def test_a_round_without_the_tensor_does_not_put_the_waiting_rank_back_to_sleep(tmp_path):
+    """Rank 0 asks first; the other rank's idle background thread joins that round with nothing queued,
+    so it ends without the tensor (tests/cycle_worker.py, late). Rank 0's thread must go on at once,
+    since its training thread still waits. Here the late rank waited about 1 ms per all-reduce with our
+    wait, 30 ms when a waiting thread only ended one window (a ratio to spin of 2.6), and 80 ms with
+    upstream's; the bound of 10 tells the three apart."""
+    seconds = cycle_seconds(tmp_path, 100, "late")
+    late_rank = 1  # rank 0 waits for it either way
+    slowdown_with_upstream_wait = seconds["spin"][late_rank] / seconds["sleep"][late_rank]  # two runs' ratio
     assert slowdown_with_upstream_wait > 10, seconds
