@@ -82,4 +82,4 @@ slurm-down:
 	bash slurm/local-cluster.sh down
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) runs build hvdtrain.egg-info .pytest_cache .mypy_cache .ruff_cache

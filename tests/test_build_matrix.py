@@ -65,6 +65,8 @@ def check_installed_package(venv: Path, env: dict[str, str], cwd: Path) -> None:
 @pytest.fixture(scope="session")
 def hvdtrain_wheel(tmp_path_factory) -> Path:
     dist = tmp_path_factory.mktemp("dist")
+    # setuptools packs whatever its build/lib holds, modules since removed from the tree included
+    shutil.rmtree(REPO / "build", ignore_errors=True)
     run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(dist),
          str(REPO)], dict(os.environ), timeout=300)
     (wheel,) = dist.glob("hvdtrain-*.whl")
