@@ -48,14 +48,6 @@ def build_argv(config: str, workload: str, np_: int, out: Path, batch_size: int,
     return worker if config == "plain" else [*run, "--", *worker]
 
 
-def read_speed(config: str, out: Path) -> float:
-    """Samples/s of all ranks together in the timed epoch."""
-    if config.startswith("hvdtrain"):
-        lines = (out / "metrics.jsonl").read_text().splitlines()
-        return float(json.loads(lines[-1])["samples_per_sec"])
-    return float(sum(json.loads(path.read_text())["samples_per_sec"] for path in out.glob("speed.rank*")))
-
-
 def lockstep_ceiling(step_seconds: Sequence[Sequence[float]]) -> float:
     """The best efficiency any synchronous data-parallel training could reach on these ranks.
 
@@ -70,6 +62,17 @@ def lockstep_ceiling(step_seconds: Sequence[Sequence[float]]) -> float:
     return lockstep / independent
 
 
+def read_results(config: str, out: Path) -> tuple[float, float | None]:
+    """Samples/s of all ranks together in the timed epoch, and for ``independent`` the lockstep
+    ceiling of its ranks' step times (else None)."""
+    if config.startswith("hvdtrain"):
+        lines = (out / "metrics.jsonl").read_text().splitlines()
+        return float(json.loads(lines[-1])["samples_per_sec"]), None
+    ranks = [json.loads(path.read_text()) for path in out.glob("speed.rank*")]
+    ceiling = lockstep_ceiling([rank["step_seconds"] for rank in ranks]) if config == "independent" else None
+    return float(sum(rank["samples_per_sec"] for rank in ranks)), ceiling
+
+
 def measure(config: str, workload: str, np_: int, batch_size: int,
             timeline: Path | None = None) -> tuple[float, float | None]:
     """Samples/s of one run, and for ``independent`` its lockstep ceiling (else None). A failed run's
@@ -80,11 +83,9 @@ def measure(config: str, workload: str, np_: int, batch_size: int,
     if done.returncode != 0:
         raise HvdtrainError(f"bench train: {config} on {workload} failed (exit {done.returncode}); its logs are "
                             f"kept in {out}", (done.stderr.strip().splitlines() or ["no output"])[-1])
-    speed = read_speed(config, out)
-    ceiling = (lockstep_ceiling([json.loads(path.read_text())["step_seconds"] for path in out.glob("speed.rank*")])
-               if config == "independent" else None)
+    results = read_results(config, out)
     shutil.rmtree(out)
-    return speed, ceiling
+    return results
 
 
 # ratio name -> (numerator, denominator) configurations
