@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 from hvdtrain.errors import HvdtrainError
+from hvdtrain.train.buckets import DEFAULT_BUCKET_MB
 from hvdtrain.train.config import choose_device, claim_cores
 from hvdtrain.train.dist import Dist, ReduceOptions, init_dist
 
@@ -75,11 +76,12 @@ def shard(dataset: Dataset[Any], batch_size: int, shuffle: bool = True, seed: in
 
 
 def wrap_optimizer(optimizer: torch.optim.Optimizer, model: nn.Module, compression: str = "none",
-                   op: str = "average", accumulate: int = 1) -> torch.optim.Optimizer:
-    """Average gradients across ranks at each step, and start every rank from rank 0's model
-    and optimizer state."""
+                   op: str = "average", accumulate: int = 1,
+                   bucket_mb: float = DEFAULT_BUCKET_MB) -> torch.optim.Optimizer:
+    """Average gradients across ranks at each step (in buckets of up to ``bucket_mb`` MiB; 0 for
+    one all-reduce per tensor), and start every rank from rank 0's model and optimizer state."""
     ctx = _current()
-    wrapped = ctx.dist.wrap_optimizer(optimizer, model, ReduceOptions(compression, op, accumulate))
+    wrapped = ctx.dist.wrap_optimizer(optimizer, model, ReduceOptions(compression, op, accumulate, bucket_mb))
     ctx.dist.broadcast_state(model, wrapped)
     return wrapped
 

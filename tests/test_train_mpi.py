@@ -110,8 +110,8 @@ def test_hvdtrain_run_passes_the_exit_code_through(tmp_path):
 
 
 def test_one_rank_under_mpirun_trains_exactly_like_the_plain_loop(tmp_path):
-    # Horovod at world size 1 registers no gradient hooks, so its optimizer adds nothing; clipping
-    # and accumulation (which synchronize around the wrapper) must still give exactly what the
+    # At world size 1 the gradient buckets' average is the identity, so the wrapper adds nothing;
+    # clipping and accumulation (which synchronize around it) must still give exactly what the
     # single-process loop gives.
     common = ("--model", "mlp", "--epochs", "2", "--no-shuffle", "--optimizer", "sgd", "--lr", "0.1",
               "--batch-size", "16", "--accumulate", "2", "--clip-grad-norm", "0.5")

@@ -77,6 +77,10 @@ _default = defaults_of(TrainConfig)
 @click.option("--compression", type=click.Choice(COMPRESSIONS), default=_default("compression"), show_default=True,
               help="fp16: send gradients as float16.")
 @click.option("--op", type=click.Choice(OPS), default=_default("op"), show_default=True, help="How gradients combine.")
+@click.option("--bucket-mb", type=float, default=_default("bucket_mb"), show_default=True,
+              help="Gradients are all-reduced in flat buckets of up to this many MiB, each started as soon as "
+                   "backward has filled it; 0: one all-reduce per gradient tensor (Horovod's way, always "
+                   "with Adasum).")
 @click.option("--clip-grad-norm", type=float, default=_default("clip_grad_norm"),
               help="Clip the all-reduced gradients to this norm.")
 @click.option("--amp", type=click.Choice(AMPS), default=_default("amp"), show_default=True,

@@ -12,6 +12,7 @@ from typing import Any
 from hvdtrain.errors import HvdtrainError
 from hvdtrain.job.cores import bind_rank
 from hvdtrain.job.signals import DEFAULT_PREEMPT_SIGNAL, preempt_signal_problem
+from hvdtrain.train.buckets import DEFAULT_BUCKET_MB
 
 OPTIMIZERS = ("sgd", "adam")
 DEVICES = ("auto", "cpu", "cuda")
@@ -45,6 +46,7 @@ class TrainConfig:
     accumulate: int = 1
     compression: str = "none"
     op: str = "average"
+    bucket_mb: float = DEFAULT_BUCKET_MB
     clip_grad_norm: float | None = None
     amp: str = "none"
     lr_schedule: str = "constant"
@@ -81,6 +83,9 @@ class TrainConfig:
         problem = preempt_signal_problem(self.preempt_signal)
         if problem:
             raise HvdtrainError(f"--preempt-signal {problem}", f"use --preempt-signal {DEFAULT_PREEMPT_SIGNAL}")
+        if not self.bucket_mb >= 0:
+            raise HvdtrainError(f"--bucket-mb {self.bucket_mb} is negative",
+                                "use --bucket-mb 0 to reduce gradients tensor by tensor, or e.g. 25")
         if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
             raise HvdtrainError(f"--clip-grad-norm {self.clip_grad_norm} must be greater than 0", "e.g. 1.0")
         _choice("--optimizer", self.optimizer, OPTIMIZERS)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from hvdtrain.job.ranks import launched_by_launcher
+from hvdtrain.train.buckets import DEFAULT_BUCKET_MB, GradientBuckets, bucketed
 from hvdtrain.train.steps import StepEnd
 
 T = TypeVar("T")
@@ -29,6 +30,12 @@ class ReduceOptions:
     compression: str = "none"  # "fp16": halve the bytes on the wire
     op: str = "average"  # or "adasum"
     backward_passes_per_step: int = 1
+    bucket_mb: float = DEFAULT_BUCKET_MB  # 0: one all-reduce per gradient tensor
+
+    @property
+    def bucketed(self) -> bool:
+        """Adasum combines each tensor on its own, so it always goes tensor by tensor."""
+        return self.bucket_mb > 0 and self.op != "adasum"
 
 
 class Dist(Protocol):
@@ -134,16 +141,19 @@ class HorovodDist:
     def broadcast_state(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         # Horovod: every replica starts from rank 0's parameters and optimizer state.
         self._hvd.broadcast_parameters(model.state_dict(), root_rank=0)
-        self._hvd.broadcast_optimizer_state(optimizer, root_rank=0)
+        with steps_without_reducing(optimizer):
+            self._hvd.broadcast_optimizer_state(optimizer, root_rank=0)
 
     def wrap_optimizer(self, optimizer: torch.optim.Optimizer, model: nn.Module,
                        options: ReduceOptions) -> torch.optim.Optimizer:
-        # Horovod: gradients are ring-all-reduced (averaged) before each step; with
-        # backward_passes_per_step=K, only after every K-th backward pass.
+        # Horovod: gradients are ring-all-reduced (averaged) before each step, a bucket or a
+        # tensor at a time; with backward_passes_per_step=K, only after every K-th backward pass.
         hvd = self._hvd
+        compression = hvd.Compression.fp16 if options.compression == "fp16" else hvd.Compression.none
+        if options.bucketed:
+            return bucketed(optimizer, hvd, options.bucket_mb, compression, options.backward_passes_per_step)
         wrapped: Any = hvd.DistributedOptimizer(
-            optimizer, named_parameters=model.named_parameters(),
-            compression=hvd.Compression.fp16 if options.compression == "fp16" else hvd.Compression.none,
+            optimizer, named_parameters=model.named_parameters(), compression=compression,
             op=hvd.Adasum if options.op == "adasum" else hvd.Average,
             backward_passes_per_step=options.backward_passes_per_step)
         return wrapped  # type: ignore[no-any-return]
@@ -153,6 +163,14 @@ class HorovodDist:
 
     def skip_synchronize(self, optimizer: torch.optim.Optimizer) -> contextlib.AbstractContextManager[None]:
         return optimizer.skip_synchronize()  # type: ignore[attr-defined,no-any-return]  # Horovod
+
+
+def steps_without_reducing(optimizer: torch.optim.Optimizer) -> contextlib.AbstractContextManager[None]:
+    """Around Horovod's broadcast of optimizer state. A rank whose optimizer has no state yet (every
+    rank but 0 on resume, a worker that joins an elastic job) makes one step with zero gradients to
+    create it, and that step must not all-reduce: the ranks that have state make none. Horovod's
+    broadcast spares only its own optimizer classes this; gradient buckets skip it here."""
+    return optimizer.skip_synchronize() if isinstance(optimizer, GradientBuckets) else contextlib.nullcontext()
 
 
 def init_dist(env: Mapping[str, str]) -> Dist:
@@ -201,7 +219,12 @@ def run_elastic(model: nn.Module, optimizer: torch.optim.Optimizer, sampler: Any
     again from the committed epoch."""
     import horovod.torch as hvd
 
-    state = hvd.elastic.TorchState(model=model, optimizer=optimizer, train_sampler=sampler, epoch=start_epoch)
+    class State(hvd.elastic.TorchState):  # type: ignore[misc]
+        def sync(self) -> None:
+            with steps_without_reducing(optimizer):
+                super().sync()
+
+    state = State(model=model, optimizer=optimizer, train_sampler=sampler, epoch=start_epoch)
     state.register_reset_callbacks([on_reset])
     hooks = ElasticHooks(state, sampler, commit_every)
 

@@ -179,7 +179,7 @@ def set_up(cfg: TrainConfig, env: Mapping[str, str], stop_request: StopRequest |
     rt = Runtime(cfg, dist, device, data, torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None,
                  tuple(on_step), elastic=cfg.elastic)
     optimizer = dist.wrap_optimizer(build_optimizer(model, cfg), model,
-                                    ReduceOptions(cfg.compression, cfg.op, cfg.accumulate))
+                                    ReduceOptions(cfg.compression, cfg.op, cfg.accumulate, cfg.bucket_mb))
     start = restore(model, optimizer, cfg, dist)
     if dist.rank == 0 and cfg.out is not None:
         cfg.out.mkdir(parents=True, exist_ok=True)
