@@ -97,11 +97,15 @@ def test_every_configuration_steps_the_same_optimizer(tmp_path):
         argvs = {config: build_argv(config, workload, 2, tmp_path, 32) for config in CONFIGS}
         assert {(option(a, "--lr"), option(a, "--momentum")) for a in argvs.values()} == {("0.01", "0.9")}
         assert all(("--no-lr-scaling" in argv) == config.startswith("hvdtrain") for config, argv in argvs.items())
+        # Only the per-tensor configuration leaves the default gradient buckets.
+        assert [c for c, argv in argvs.items() if "--bucket-mb" in argv] == ["hvdtrain_per_tensor"]
+        assert option(argvs["hvdtrain_per_tensor"], "--bucket-mb") == "0"
 
 
 def test_ratios_pair_the_configurations_of_each_round():
     # Round 2 ran at half speed for every configuration; each ratio is taken within a round first.
     samples = {"hvdtrain": [900.0, 450.0, 1000.0], "hvdtrain_spin": [900.0, 500.0, 1000.0],
+               "hvdtrain_per_tensor": [600.0, 300.0, 800.0],
                "ddp": [750.0, 375.0, 800.0], "independent": [1000.0, 500.0, 1111.0],
                "plain": [600.0, 300.0, 600.0], "hvdtrain_np1": [600.0, 330.0, 540.0]}
     report = summarize(samples, ceilings=[0.9, 1.0, 0.95])
@@ -109,7 +113,7 @@ def test_ratios_pair_the_configurations_of_each_round():
     ratios = report["ratios"]
     assert ratios["efficiency"] == pytest.approx(0.9)
     assert ratios["vs_ddp"] == pytest.approx(1.2) and ratios["vs_spin"] == pytest.approx(1.0)
-    assert ratios["overhead_np1"] == pytest.approx(1.0)
+    assert ratios["overhead_np1"] == pytest.approx(1.0) and ratios["vs_per_tensor"] == pytest.approx(1.5)
     assert ratios["lockstep_ceiling"] == pytest.approx(0.95)
     assert ratios["of_ceiling"] == pytest.approx(0.9 / 0.95, rel=1e-3)  # rounds: 1.0, 0.9, 0.947
 
@@ -161,9 +165,10 @@ def test_train_bench_measures_every_configuration(tmp_path):
     report = json.loads((out / "train.json").read_text())
     model = report["models"]["deep_narrow"]
     assert report["world_size"] == 2 and set(model["configs"]) == {
-        "hvdtrain", "hvdtrain_spin", "ddp", "independent", "plain", "hvdtrain_np1"}
+        "hvdtrain", "hvdtrain_spin", "hvdtrain_per_tensor", "ddp", "independent", "plain", "hvdtrain_np1"}
     assert all(c["samples_per_sec"] > 0 and c["spread"] == 0 for c in model["configs"].values())
-    assert set(model["ratios"]) == {"vs_ddp", "vs_spin", "efficiency", "lockstep_ceiling", "of_ceiling", "overhead_np1"}
+    assert set(model["ratios"]) == {"vs_ddp", "vs_spin", "vs_per_tensor", "efficiency", "lockstep_ceiling",
+                                    "of_ceiling", "overhead_np1"}
     assert 0.3 < model["ratios"]["lockstep_ceiling"] <= 1.0  # from the independent ranks' own step times
     assert model["ratios"]["vs_ddp"] == pytest.approx(  # one round: its ratio is the medians' ratio
         model["configs"]["hvdtrain"]["samples_per_sec"] / model["configs"]["ddp"]["samples_per_sec"])

@@ -1,5 +1,6 @@
 """``hvdtrain bench train``: hvdtrain against torch DDP, the N-independent-process limit, a plain
-loop and itself at np=1, in interleaved rounds so drift in the machine hits every one alike."""
+loop, itself at np=1, and itself with upstream's waiting or Horovod's per-tensor all-reduces, in
+interleaved rounds so drift in the machine hits every one alike."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from hvdtrain.bench.workloads import WORKLOADS
 from hvdtrain.errors import HvdtrainError
 from hvdtrain.job.paths import hvdtrain_executable
 
-# hvdtrain_spin: the same binary with upstream's busy waiting (HVDTRAIN_HOROVOD_WAIT=spin).
-CONFIGS = ("hvdtrain", "hvdtrain_spin", "ddp", "independent", "plain", "hvdtrain_np1")
+# hvdtrain_spin: the same binary with upstream's busy waiting (HVDTRAIN_HOROVOD_WAIT=spin);
+# hvdtrain_per_tensor: Horovod's DistributedOptimizer, one all-reduce per gradient (--bucket-mb 0).
+CONFIGS = ("hvdtrain", "hvdtrain_spin", "hvdtrain_per_tensor", "ddp", "independent", "plain", "hvdtrain_np1")
 EPOCHS = 2  # the first warms up; the second is timed
 # Every configuration steps the same SGD, unscaled by the world size. The LR changes the values a
 # step computes with, and with them its speed: pinned to one core, hvdtrain's loop trained resnet
@@ -39,9 +41,10 @@ def build_argv(config: str, workload: str, np_: int, out: Path, batch_size: int,
     if config == "hvdtrain_spin":
         run += ["--horovod-wait", "spin"]
     if config.startswith("hvdtrain"):
+        per_tensor = ["--bucket-mb", "0"] if config == "hvdtrain_per_tensor" else []
         return [*run, "--", hvdtrain, "train", "--model", model, "--dataset", dataset, "--epochs", str(EPOCHS),
                 "--batch-size", str(batch_size), *OPTIMIZER, "--no-lr-scaling", "--threads-per-rank", "1",
-                "--eval-every", str(EPOCHS), "--out", str(out)]
+                "--eval-every", str(EPOCHS), *per_tensor, "--out", str(out)]
     worker = [sys.executable, "-m", "hvdtrain.bench.baseline_worker", "--mode", config, "--model", model,
               "--dataset", dataset, "--epochs", str(EPOCHS), "--batch-size", str(batch_size), *OPTIMIZER,
               "--out", str(out / "speed")]
@@ -90,7 +93,8 @@ def measure(config: str, workload: str, np_: int, batch_size: int,
 
 # ratio name -> (numerator, denominator) configurations
 RATIOS = {"vs_ddp": ("hvdtrain", "ddp"), "vs_spin": ("hvdtrain", "hvdtrain_spin"),
-          "efficiency": ("hvdtrain", "independent"), "overhead_np1": ("hvdtrain_np1", "plain")}
+          "vs_per_tensor": ("hvdtrain", "hvdtrain_per_tensor"), "efficiency": ("hvdtrain", "independent"),
+          "overhead_np1": ("hvdtrain_np1", "plain")}
 
 
 def summarize(samples: Mapping[str, Sequence[float]], ceilings: Sequence[float]) -> dict[str, Any]:
@@ -135,12 +139,13 @@ def render_train_table(report: Mapping[str, Any]) -> str:
     lines = [f"training throughput, samples/s (median of {report['rounds']} rounds +- half range), "
              f"np={report['world_size']}, batch {report['batch_size']} per rank",
              f"{'model':<12}" + "".join(f"{name:>18}" for name in CONFIGS) +
-             f"{'vs DDP':>9}{'vs spin':>9}{'eff.':>7}{'ceiling':>9}{'of ceil.':>10}{'np1/plain':>11}"]
+             f"{'vs DDP':>9}{'vs spin':>9}{'vs tensor':>11}{'eff.':>7}{'ceiling':>9}{'of ceil.':>10}{'np1/plain':>11}"]
     for name, model in report["models"].items():
         cells = "".join(f"{model['configs'][c]['samples_per_sec']:>11.0f} +-{model['configs'][c]['spread']:>4.0f}"
                         for c in CONFIGS)
         ratios = model["ratios"]
-        lines.append(f"{name:<12}{cells}{ratios['vs_ddp']:>9.2f}{ratios['vs_spin']:>9.2f}{ratios['efficiency']:>7.2f}"
+        lines.append(f"{name:<12}{cells}{ratios['vs_ddp']:>9.2f}{ratios['vs_spin']:>9.2f}"
+                     f"{ratios['vs_per_tensor']:>11.2f}{ratios['efficiency']:>7.2f}"
                      f"{ratios['lockstep_ceiling']:>9.2f}{ratios['of_ceiling']:>10.2f}{ratios['overhead_np1']:>11.2f}")
     return "\n".join(lines)
 
