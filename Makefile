@@ -70,7 +70,7 @@ test-gpu: install
 # written to bench-out/ (JSON, CSV, PNG).
 bench: install
 	$(HVDTRAIN) bench idle -np 2 --seconds 5 --rounds 3 --out bench-out
-	$(HVDTRAIN) bench allreduce -np 2 --sizes 4K,64K,1M,16M,64M --out bench-out
+	$(HVDTRAIN) bench allreduce -np 2 --sizes 4K,64K,1M,16M,64M --rounds 5 --out bench-out
 	$(HVDTRAIN) bench train -np 2 --rounds 5 --out bench-out
 	$(HVDTRAIN) bench model --params 44.5e6 --step-time 0.49 --bandwidth 3.125 --latency 25
 
