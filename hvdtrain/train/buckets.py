@@ -56,7 +56,11 @@ class _Bucket:
     waiting: int = 0  # gradient arrivals still to come before the all-reduce starts
     handle: Any = None  # Horovod's handle while the all-reduce is in flight
     ctx: Any = None  # the compression's context for the result
-    wire: Any = None  # what was sent: the buffer itself, or its fp16 copy
+
+    def rearm(self, passes: int) -> None:
+        """Ready for the next step: nothing in flight, every gradient's ``passes`` arrivals to come."""
+        self.handle = self.ctx = None
+        self.waiting = len(self.params) * passes
 
 
 def _adopt(param: torch.nn.Parameter, view: torch.Tensor) -> None:
@@ -84,7 +88,7 @@ class GradientBuckets(torch.optim.Optimizer):
         super().__init__(params)  # type: ignore[call-arg]  # the torch optimizer's own, with its defaults
         self._hvd, self._compression = hvd, compression
         self._passes = backward_passes_per_step
-        self._synchronized, self._should_synchronize = False, True
+        self._should_synchronize = True
         trained = [p for group in self.param_groups for p in group["params"] if p.requires_grad]
         trained.reverse()  # backward produces the last layers' gradients first
         plan = plan_buckets([(p.numel() * p.element_size(), (p.device, p.dtype)) for p in trained], cap_bytes)
@@ -99,7 +103,8 @@ class GradientBuckets(torch.optim.Optimizer):
         for param in params:
             views.append(flat[offset:offset + param.numel()].view_as(param))
             offset += param.numel()
-        bucket = _Bucket(flat, tuple(params), tuple(views), waiting=len(params) * self._passes)
+        bucket = _Bucket(flat, tuple(params), tuple(views))
+        bucket.rearm(self._passes)
         for param, view in zip(bucket.params, bucket.views, strict=True):
             _adopt(param, view)
         return bucket
@@ -118,10 +123,9 @@ class GradientBuckets(torch.optim.Optimizer):
 
     def _start(self, index: int) -> None:
         bucket = self._buckets[index]
-        bucket.wire, bucket.ctx = self._compression.compress(bucket.flat)
+        wire, bucket.ctx = self._compression.compress(bucket.flat)  # the buffer itself, or its fp16 copy
         # Horovod: one averaging all-reduce for the whole bucket, in place.
-        bucket.handle = self._hvd.allreduce_async_(bucket.wire, name=f"hvdtrain.grads.{index}",
-                                                   op=self._hvd.Average)
+        bucket.handle = self._hvd.allreduce_async_(wire, name=f"hvdtrain.grads.{index}", op=self._hvd.Average)
 
     def synchronize(self) -> None:
         """Finish every bucket's all-reduce (starting those whose gradients never all arrived):
@@ -135,9 +139,7 @@ class GradientBuckets(torch.optim.Optimizer):
             result = self._hvd.synchronize(bucket.handle)  # Horovod: wait for the average
             if result is not bucket.flat:
                 bucket.flat.copy_(self._compression.decompress(result, bucket.ctx))
-            bucket.handle = bucket.ctx = bucket.wire = None
-            bucket.waiting = len(bucket.params) * self._passes
-        self._synchronized = True
+            bucket.rearm(self._passes)
 
     @contextmanager
     def skip_synchronize(self) -> Iterator[None]:
@@ -151,7 +153,6 @@ class GradientBuckets(torch.optim.Optimizer):
     def step(self, closure: Any = None) -> Any:
         if self._should_synchronize:
             self.synchronize()
-        self._synchronized = False
         return super().step(closure)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -168,9 +169,8 @@ class GradientBuckets(torch.optim.Optimizer):
         """Load the inner optimizer's state; an all-reduce a failure left in flight is dropped
         (Horovod elastic restores the last commit this way)."""
         for bucket in self._buckets:
-            bucket.handle = bucket.ctx = bucket.wire = None
-            bucket.waiting = len(bucket.params) * self._passes
-        self._synchronized, self._should_synchronize = False, True
+            bucket.rearm(self._passes)
+        self._should_synchronize = True
         super().load_state_dict(state_dict)
 
 
