@@ -7,8 +7,9 @@ import sys
 import pytest
 from conftest import REPO, hvdtrain
 
+from hvdtrain.bench import allreduce_worker
 from hvdtrain.bench.allreduce import bandwidths, build_report, combine_rounds, fit_alpha_beta, parse_sizes, render_csv
-from hvdtrain.bench.allreduce_worker import time_size
+from hvdtrain.bench.allreduce_worker import PAIRED_BLOCKS, time_paired, time_size
 from hvdtrain.bench.model import predict, ring_allreduce_seconds
 from hvdtrain.bench.training import CONFIGS, build_argv, lockstep_ceiling, summarize
 from hvdtrain.errors import HvdtrainError
@@ -61,6 +62,28 @@ def test_allreduce_results_are_checked():
     reduced = _Unreduced()
     reduced.allreduce = lambda tensor: [tensor * 3]
     assert time_size(reduced, 4096) > 0
+
+
+class _Timed(_Unreduced):
+    """Reduces correctly; each all-reduce advances ``clock`` by ``seconds`` and is logged."""
+
+    def __init__(self, name, seconds, clock, log):
+        self.name, self.seconds, self.clock, self.log = name, seconds, clock, log
+
+    def allreduce(self, tensor):
+        self.log.append(self.name)
+        self.clock[0] += self.seconds
+        return [tensor * 3]
+
+
+def test_paired_alternates_blocks_and_reports_each_side(monkeypatch):
+    clock, log = [0.0], []
+    monkeypatch.setattr(allreduce_worker.time, "perf_counter", lambda: clock[0])
+    horovod, mpi = _Timed("horovod_sum", 0.004, clock, log), _Timed("mpi", 0.001, clock, log)
+    assert time_paired(horovod, mpi, 2**24, pause_s=0.0, warmup=1) == pytest.approx((0.004, 0.001))
+    blocks = [name for index, name in enumerate(log) if index == 0 or log[index - 1] != name]
+    assert blocks == ["horovod_sum", "mpi"] * PAIRED_BLOCKS  # one block of each in turn
+    assert len(log) == 2 * PAIRED_BLOCKS * (1 + 3)  # 16 MiB: 1 warm-up and the minimum of 3 per block
 
 
 def test_rounds_combine_to_the_median_in_first_round_order():
@@ -134,12 +157,13 @@ def test_allreduce_bench_writes_valid_outputs(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads((out / "allreduce.json").read_text())
     assert report["world_size"] == 2 and report["rounds"] == 2
-    assert set(report["fit"]) == {"horovod_sum", "horovod_spin", "horovod_avg", "horovod_grouped", "mpi", "gloo"}
-    assert len(report["results"]) == 12 and all(row["time_us"] > 0 for row in report["results"])
-    assert len((out / "allreduce.csv").read_text().splitlines()) == 13
+    assert set(report["fit"]) == {"horovod_sum", "horovod_spin", "horovod_avg", "horovod_grouped", "mpi", "gloo",
+                                  "paired_horovod", "paired_mpi"}
+    assert len(report["results"]) == 16 and all(row["time_us"] > 0 for row in report["results"])
+    assert len((out / "allreduce.csv").read_text().splitlines()) == 17
     png = (out / "allreduce.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (1200, 450)
-    assert "all-reduce, 2 ranks" in done.stdout
+    assert "all-reduce, 2 ranks" in done.stdout and "paired (one job)" in done.stdout
 
 
 def test_model_command_labels_itself_a_model():

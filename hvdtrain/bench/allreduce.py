@@ -24,9 +24,12 @@ import numpy as np
 from hvdtrain.errors import HvdtrainError
 from hvdtrain.job.paths import hvdtrain_executable
 
-BACKENDS = ("horovod_sum", "horovod_spin", "horovod_avg", "horovod_grouped", "mpi", "gloo")
+BACKENDS = ("horovod_sum", "horovod_spin", "horovod_avg", "horovod_grouped", "mpi", "gloo", "paired")
 # horovod_spin: horovod_sum on the same binary with upstream's busy waiting (HVDTRAIN_HOROVOD_WAIT=spin).
 SPIN_BACKENDS = {"horovod_spin": "horovod_sum"}
+# paired: Horovod Sum and raw MPI alternating in one job (allreduce_worker), in two columns.
+PAIRED = ("paired_horovod", "paired_mpi")
+COLUMNS = tuple(name for name in BACKENDS if name != "paired") + PAIRED
 _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}
 
 
@@ -72,7 +75,7 @@ def build_report(world_size: int, raw: Sequence[Mapping[str, Any]], rounds: int 
         algbw, busbw = bandwidths(row["bytes"], row["time_us"], world_size)
         results.append({"backend": row["backend"], "bytes": row["bytes"], "time_us": row["time_us"],
                         "algbw_gbps": algbw, "busbw_gbps": busbw})
-    backends = sorted({row["backend"] for row in results}, key=list(BACKENDS).index)
+    backends = sorted({row["backend"] for row in results}, key=list(COLUMNS).index)
     fit = {name: fit_alpha_beta([(r["bytes"], r["time_us"]) for r in results if r["backend"] == name])
            for name in backends}
     return {"world_size": world_size, "rounds": rounds, "results": results, "fit": fit}
@@ -98,6 +101,10 @@ def render_table(report: Mapping[str, Any]) -> str:
             f"{cell[(name, size)]['time_us']:>10.1f} / {cell[(name, size)]['busbw_gbps']:>7.3f}" for name in backends))
     lines.append("fit (alpha us, beta GB/s): " + ", ".join(
         f"{name} {fit['alpha_us']:.1f}, {fit['beta_gbps']:.2f}" for name, fit in report["fit"].items()))
+    if set(PAIRED) <= set(backends):
+        horovod, mpi = PAIRED
+        lines.append("paired (one job), Horovod's time over raw MPI's: " + ", ".join(
+            f"{size} {cell[(horovod, size)]['time_us'] / cell[(mpi, size)]['time_us']:.2f}x" for size in sizes))
     return "\n".join(lines)
 
 
@@ -134,7 +141,7 @@ def run_backend(np_: int, backend: str, sizes: Sequence[int], out: Path) -> list
         raise HvdtrainError(f"the {backend} benchmark failed (exit {done.returncode}); logs in {out / 'logs'}",
                             (done.stderr.strip().splitlines() or ["see the logs"])[-1])
     rows: list[dict[str, Any]] = json.loads(result.read_text())["results"]
-    return [{**row, "backend": backend} for row in rows]
+    return rows if backend == "paired" else [{**row, "backend": backend} for row in rows]
 
 
 def run_allreduce_bench(np_: int, sizes: Sequence[int], backends: Sequence[str], rounds: int,

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from hvdtrain.bench.allreduce import BACKENDS
 from hvdtrain.bench.model import GRADIENT_BYTES
 from hvdtrain.errors import HvdtrainError
 
@@ -23,7 +24,8 @@ def bench() -> None:
 @bench.command()
 @click.option("-np", "--np", "np_", type=click.IntRange(min=2), default=2, show_default=True)
 @click.option("--sizes", default="4K,64K,1M,16M,64M", show_default=True, help="Message sizes (K, M, G = 1024^n).")
-@click.option("--backends", default="horovod_sum,horovod_spin,horovod_avg,horovod_grouped,mpi,gloo", show_default=True)
+@click.option("--backends", default=",".join(BACKENDS), show_default=True,
+              help="paired: Horovod Sum and raw MPI alternating in one job, so both meet the same machine.")
 @click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True,
               help="Every backend once per round; each time is the median over rounds.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("bench-out"),
@@ -35,7 +37,7 @@ def allreduce(np_: int, sizes: str, backends: str, rounds: int, out: Path) -> No
     Example:
       hvdtrain bench allreduce -np 2 --sizes 4K,64K,1M,16M --out bench-out
     """
-    from hvdtrain.bench.allreduce import BACKENDS, parse_sizes, render_table, run_allreduce_bench
+    from hvdtrain.bench.allreduce import parse_sizes, render_table, run_allreduce_bench
 
     chosen = [name.strip() for name in backends.split(",") if name.strip()]
     unknown = [name for name in chosen if name not in BACKENDS]
