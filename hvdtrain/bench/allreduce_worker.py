@@ -134,6 +134,7 @@ def time_paired(horovod: Backend, mpi: Backend, nbytes: int, pause_s: float = PA
         for backend in (horovod, mpi):
             time.sleep(pause_s)
             times = samples(backend, nbytes, warmup + per_block)[warmup:]
+            # the slowest rank's, through MPI for both, so Horovod's thread is not woken between blocks
             medians[backend.name].append(mpi.max_over_ranks(statistics.median(times)))
     return statistics.median(medians[horovod.name]), statistics.median(medians[mpi.name])
 
