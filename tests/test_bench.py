@@ -123,11 +123,18 @@ def test_every_configuration_steps_the_same_optimizer(tmp_path):
         # Only the per-tensor configuration leaves the default gradient buckets.
         assert [c for c, argv in argvs.items() if "--bucket-mb" in argv] == ["hvdtrain_per_tensor"]
         assert option(argvs["hvdtrain_per_tensor"], "--bucket-mb") == "0"
+        # Every hvdtrain configuration sets both switches of our patches, whatever the environment says.
+        modes = {c: (option(a, "--horovod-wait"), option(a, "--horovod-allreduce"))
+                 for c, a in argvs.items() if c.startswith("hvdtrain")}
+        assert modes == {"hvdtrain": ("sleep", "shm"), "hvdtrain_upstream": ("spin", "mpi"),
+                         "hvdtrain_mpi": ("sleep", "mpi"), "hvdtrain_per_tensor": ("sleep", "shm"),
+                         "hvdtrain_np1": ("sleep", "shm")}
 
 
 def test_ratios_pair_the_configurations_of_each_round():
     # Round 2 ran at half speed for every configuration; each ratio is taken within a round first.
-    samples = {"hvdtrain": [900.0, 450.0, 1000.0], "hvdtrain_spin": [900.0, 500.0, 1000.0],
+    samples = {"hvdtrain": [900.0, 450.0, 1000.0], "hvdtrain_upstream": [900.0, 500.0, 1000.0],
+               "hvdtrain_mpi": [450.0, 225.0, 400.0],
                "hvdtrain_per_tensor": [600.0, 300.0, 800.0],
                "ddp": [750.0, 375.0, 800.0], "independent": [1000.0, 500.0, 1111.0],
                "plain": [600.0, 300.0, 600.0], "hvdtrain_np1": [600.0, 330.0, 540.0]}
@@ -135,7 +142,8 @@ def test_ratios_pair_the_configurations_of_each_round():
     assert report["configs"]["independent"] == {"samples_per_sec": 1000.0, "spread": 305.5}
     ratios = report["ratios"]
     assert ratios["efficiency"] == pytest.approx(0.9)
-    assert ratios["vs_ddp"] == pytest.approx(1.2) and ratios["vs_spin"] == pytest.approx(1.0)
+    assert ratios["vs_ddp"] == pytest.approx(1.2) and ratios["vs_upstream"] == pytest.approx(1.0)
+    assert ratios["vs_mpi"] == pytest.approx(2.0)
     assert ratios["overhead_np1"] == pytest.approx(1.0) and ratios["vs_per_tensor"] == pytest.approx(1.5)
     assert ratios["lockstep_ceiling"] == pytest.approx(0.95)
     assert ratios["of_ceiling"] == pytest.approx(0.9 / 0.95, rel=1e-3)  # rounds: 1.0, 0.9, 0.947
@@ -157,10 +165,10 @@ def test_allreduce_bench_writes_valid_outputs(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads((out / "allreduce.json").read_text())
     assert report["world_size"] == 2 and report["rounds"] == 2
-    assert set(report["fit"]) == {"horovod_sum", "horovod_spin", "horovod_avg", "horovod_grouped", "mpi", "gloo",
-                                  "paired_horovod", "paired_mpi"}
-    assert len(report["results"]) == 16 and all(row["time_us"] > 0 for row in report["results"])
-    assert len((out / "allreduce.csv").read_text().splitlines()) == 17
+    assert set(report["fit"]) == {"horovod_sum", "horovod_upstream", "horovod_mpi", "horovod_avg", "horovod_grouped",
+                                  "mpi", "gloo", "paired_horovod", "paired_mpi"}
+    assert len(report["results"]) == 18 and all(row["time_us"] > 0 for row in report["results"])
+    assert len((out / "allreduce.csv").read_text().splitlines()) == 19
     png = (out / "allreduce.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (1200, 450)
     assert "all-reduce, 2 ranks" in done.stdout and "paired (one job)" in done.stdout
@@ -189,10 +197,11 @@ def test_train_bench_measures_every_configuration(tmp_path):
     report = json.loads((out / "train.json").read_text())
     model = report["models"]["deep_narrow"]
     assert report["world_size"] == 2 and set(model["configs"]) == {
-        "hvdtrain", "hvdtrain_spin", "hvdtrain_per_tensor", "ddp", "independent", "plain", "hvdtrain_np1"}
+        "hvdtrain", "hvdtrain_upstream", "hvdtrain_mpi", "hvdtrain_per_tensor", "ddp", "independent", "plain",
+        "hvdtrain_np1"}
     assert all(c["samples_per_sec"] > 0 and c["spread"] == 0 for c in model["configs"].values())
-    assert set(model["ratios"]) == {"vs_ddp", "vs_spin", "vs_per_tensor", "efficiency", "lockstep_ceiling",
-                                    "of_ceiling", "overhead_np1"}
+    assert set(model["ratios"]) == {"vs_ddp", "vs_upstream", "vs_mpi", "vs_per_tensor", "efficiency",
+                                    "lockstep_ceiling", "of_ceiling", "overhead_np1"}
     assert 0.3 < model["ratios"]["lockstep_ceiling"] <= 1.0  # from the independent ranks' own step times
     assert model["ratios"]["vs_ddp"] == pytest.approx(  # one round: its ratio is the medians' ratio
         model["configs"]["hvdtrain"]["samples_per_sec"] / model["configs"]["ddp"]["samples_per_sec"])

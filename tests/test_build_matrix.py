@@ -107,11 +107,11 @@ def test_fresh_venv_wheel_build_and_train(tmp_path, hvdtrain_wheel, torch, nccl)
             assert report["libcuda"] or "no GPU driver loads on this node" in report["warnings"][0]
 
         as_root = ["--allow-run-as-root"] if os.getuid() == 0 else []
-        for wait in ("sleep", "spin"):  # our patched waits, and upstream's busy waiting on the same binary
-            conformance = tmp_path / f"conformance-{wait}"
+        for wait, allreduce in (("sleep", "shm"), ("spin", "mpi")):  # our patches, and upstream's behaviour
+            conformance = tmp_path / f"conformance-{wait}"  # on the same binary
             run(["mpirun", *as_root, "-np", "2", "--bind-to", "none", "-x", f"HVDTRAIN_HOROVOD_WAIT={wait}",
-                 str(venv / "bin" / "python"), str(REPO / "tests" / "conformance_worker.py"), str(conformance)],
-                env, timeout=300)
+                 "-x", f"HVDTRAIN_HOROVOD_ALLREDUCE={allreduce}", str(venv / "bin" / "python"),
+                 str(REPO / "tests" / "conformance_worker.py"), str(conformance)], env, timeout=300)
             for rank in (0, 1):
                 result = json.loads((conformance / f"rank-{rank}.json").read_text())
                 assert result["size"] == 2 and bool(result["nccl_built"]) is nccl

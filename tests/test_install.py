@@ -29,7 +29,7 @@ from hvdtrain.install.toolchain import (
 )
 
 PATCHES = ["cxx-standard.patch", "disabled-logs-cost-nothing.patch", "gcc13-headers.patch", "gloo-cxx17.patch",
-           "wait-without-spinning.patch"]
+           "wait-without-spinning.patch", "within-node-shared-memory-allreduce.patch"]
 NCCL_H = "#define NCCL_MAJOR 2\n#define NCCL_MINOR 30\n#define NCCL_PATCH 7\n#define NCCL_SUFFIX \"\"\n"
 
 
@@ -246,6 +246,7 @@ def test_every_patch_applies_to_the_real_sdist(tmp_path):
     assert "HVDTRAIN_HOROVOD_WAIT" in (source / "horovod" / "common" / "common.h").read_text()
     assert "MPI_Iallreduce" in (source / "horovod" / "common" / "mpi" / "mpi_controller.cc").read_text()
     assert "WaitForWork" in (source / "horovod" / "common" / "operations.cc").read_text()
+    assert "HVDTRAIN_HOROVOD_ALLREDUCE" in (source / "horovod" / "common" / "ops" / "mpi_operations.cc").read_text()
     for path in patches:
         assert path.read_text().startswith("hvdtrain: "), f"{path.name} must start by saying what it changes and why"
     with pytest.raises(HvdtrainError, match="does not apply"):

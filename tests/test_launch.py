@@ -9,6 +9,8 @@ from hvdtrain.hosts.host import parse_host_list
 from hvdtrain.launch.choose import LauncherChoice, build_parts, choose_launcher, render_explanation
 from hvdtrain.launch.detect import MpiInfo, parse_srun_mpi_list
 from hvdtrain.launch.plan import (
+    ALLREDUCE,
+    SWITCHES,
     ElasticSettings,
     build_plan,
     flatten,
@@ -18,6 +20,7 @@ from hvdtrain.launch.plan import (
     select_env_names,
     stall_settings,
     supervisor_prefix,
+    switch_flags,
 )
 from hvdtrain.launch.ssh import SshSettings
 from hvdtrain.slurm.nodelist import slurm_job
@@ -130,7 +133,7 @@ def test_elastic_horovodrun_plan():
 
 
 def test_horovod_tuning_settings():
-    mine = {"HVDTRAIN_HOROVOD_WAIT": "spin"}  # the user's own wait mode: tested separately below
+    mine = {"HVDTRAIN_HOROVOD_WAIT": "spin", "HVDTRAIN_HOROVOD_ALLREDUCE": "mpi"}  # the user's own: tested below
     assert horovod_tuning(None, None, False, mine) == ("HOROVOD_CYCLE_TIME=0.1",)  # hvdtrain's default
     assert horovod_tuning(None, None, False, {"HOROVOD_CYCLE_TIME": "2", **mine}) == ()  # the user's setting wins
     assert horovod_tuning(None, None, True, mine) == ("HOROVOD_AUTOTUNE=1",)  # Horovod tunes the cycle time
@@ -149,8 +152,27 @@ def test_horovod_tuning_settings():
     ("sleep", {"HVDTRAIN_HOROVOD_WAIT": "spin"}, ("HVDTRAIN_HOROVOD_WAIT=sleep",)),  # the flag wins
 ])
 def test_horovod_wait_mode(wait, env, expected):
-    settings = horovod_tuning(None, None, False, {"HOROVOD_CYCLE_TIME": "1", **env}, wait)
+    settings = horovod_tuning(None, None, False, {"HOROVOD_CYCLE_TIME": "1", "HVDTRAIN_HOROVOD_ALLREDUCE": "mpi",
+                                                  **env}, wait)
     assert settings == expected
+
+
+@pytest.mark.parametrize(("allreduce", "env", "expected"), [
+    (None, {}, ("HVDTRAIN_HOROVOD_ALLREDUCE=shm",)),  # hvdtrain's default: shared memory within a node
+    (None, {"HVDTRAIN_HOROVOD_ALLREDUCE": "mpi"}, ()),  # exported by the user: forwarded as it is
+    ("mpi", {}, ("HVDTRAIN_HOROVOD_ALLREDUCE=mpi",)),  # upstream's MPI_Allreduce, for comparison
+    ("shm", {"HVDTRAIN_HOROVOD_ALLREDUCE": "mpi"}, ("HVDTRAIN_HOROVOD_ALLREDUCE=shm",)),  # the flag wins
+])
+def test_horovod_allreduce_mode(allreduce, env, expected):
+    settings = horovod_tuning(None, None, False, {"HOROVOD_CYCLE_TIME": "1", "HVDTRAIN_HOROVOD_WAIT": "spin",
+                                                  **env}, allreduce=allreduce)
+    assert settings == expected
+
+
+def test_switch_flags_set_every_switch():
+    assert switch_flags() == ("--horovod-wait", "sleep", "--horovod-allreduce", "shm")
+    assert switch_flags(SWITCHES) == ("--horovod-wait", "spin", "--horovod-allreduce", "mpi")
+    assert switch_flags((ALLREDUCE,)) == ("--horovod-wait", "sleep", "--horovod-allreduce", "mpi")
 
 
 def test_explain_says_why_the_wait_mode_is_set():
@@ -159,6 +181,16 @@ def test_explain_says_why_the_wait_mode_is_set():
     assert "idle Horovod threads sleep instead of busy-polling" in line
     spin = cli("run", "-np", "2", "--horovod-wait", "spin", "--dry-run", "--", "true")
     assert " -x HVDTRAIN_HOROVOD_WAIT=spin " in spin.stdout
+
+
+def test_explain_says_why_the_allreduce_mode_is_set():
+    done = cli("run", "-np", "2", "--dry-run", "--explain", "--", "true")
+    (line,) = [line for line in done.stdout.splitlines() if "HVDTRAIN_HOROVOD_ALLREDUCE=shm" in line]
+    assert "sum float gradients through shared memory instead of MPI_Allreduce" in line
+    mpi = cli("run", "-np", "2", "--horovod-allreduce", "mpi", "--dry-run", "--", "true")
+    assert " -x HVDTRAIN_HOROVOD_ALLREDUCE=mpi " in mpi.stdout
+    bad = cli("run", "-np", "2", "--horovod-allreduce", "nccl", "--dry-run", "--", "true")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
 
 
 def test_plan_needs_a_command():

@@ -23,10 +23,13 @@ import numpy as np
 
 from hvdtrain.errors import HvdtrainError
 from hvdtrain.job.paths import hvdtrain_executable
+from hvdtrain.launch.plan import ALLREDUCE, SWITCHES, switch_flags
 
-BACKENDS = ("horovod_sum", "horovod_spin", "horovod_avg", "horovod_grouped", "mpi", "gloo", "paired")
-# horovod_spin: horovod_sum on the same binary with upstream's busy waiting (HVDTRAIN_HOROVOD_WAIT=spin).
-SPIN_BACKENDS = {"horovod_spin": "horovod_sum"}
+BACKENDS = ("horovod_sum", "horovod_upstream", "horovod_mpi", "horovod_avg", "horovod_grouped", "mpi", "gloo",
+            "paired")
+# horovod_sum on the same binary with some of our patches switched back to upstream's behaviour:
+# horovod_upstream with all of them (busy waiting, MPI_Allreduce), horovod_mpi with MPI_Allreduce only.
+VARIANTS = {"horovod_upstream": SWITCHES, "horovod_mpi": (ALLREDUCE,)}
 # paired: Horovod Sum and raw MPI alternating in one job (allreduce_worker), in two columns.
 PAIRED = ("paired_horovod", "paired_mpi")
 COLUMNS = tuple(name for name in BACKENDS if name != "paired") + PAIRED
@@ -131,10 +134,10 @@ def plot_report(report: Mapping[str, Any], path: Path) -> None:
 def run_backend(np_: int, backend: str, sizes: Sequence[int], out: Path) -> list[dict[str, Any]]:
     """One job per backend under ``hvdtrain run``; returns rank 0's measurements."""
     result = out / f"raw-{backend}.json"
-    wait = ["--horovod-wait", "spin" if backend in SPIN_BACKENDS else "sleep"]
-    argv = [hvdtrain_executable(), "run", "-np", str(np_), *wait, "--output-dir",
+    switches = switch_flags(VARIANTS.get(backend, ()))
+    argv = [hvdtrain_executable(), "run", "-np", str(np_), *switches, "--output-dir",
             str(out / "logs" / backend), "--", sys.executable, "-m", "hvdtrain.bench.allreduce_worker",
-            "--backend", SPIN_BACKENDS.get(backend, backend), "--sizes", ",".join(map(str, sizes)),
+            "--backend", "horovod_sum" if backend in VARIANTS else backend, "--sizes", ",".join(map(str, sizes)),
             "--out", str(result)]
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
     if done.returncode != 0:

@@ -14,13 +14,13 @@ from typing import Any
 
 from hvdtrain.errors import HvdtrainError
 from hvdtrain.job.paths import hvdtrain_executable
-from hvdtrain.launch.plan import WAIT_MODES
+from hvdtrain.launch.plan import WAIT
 
 
 def build_idle_argv(np_: int, mode: str, seconds: float, out: Path) -> list[str]:
     """The job that sleeps under ``hvdtrain run`` with one wait mode (pure)."""
     hvdtrain = hvdtrain_executable()
-    return [hvdtrain, "run", "-np", str(np_), "--horovod-wait", mode, "--output-dir", str(out / "logs"), "--",
+    return [hvdtrain, "run", "-np", str(np_), WAIT.option, mode, "--output-dir", str(out / "logs"), "--",
             sys.executable, "-m", "hvdtrain.bench.idle_worker", "--seconds", str(seconds), "--out", str(out)]
 
 
@@ -36,7 +36,7 @@ def measure_idle(np_: int, mode: str, seconds: float) -> list[float]:
 
 
 def run_idle_bench(np_: int, seconds: float, rounds: int, out: Path,
-                   modes: Sequence[str] = WAIT_MODES) -> dict[str, Any]:
+                   modes: Sequence[str] = WAIT.modes) -> dict[str, Any]:
     """Per mode, the median over rounds of each rank's CPU fraction; written to ``idle.json``."""
     samples: dict[str, list[list[float]]] = {mode: [] for mode in modes}
     for _ in range(rounds):

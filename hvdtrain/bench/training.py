@@ -17,10 +17,13 @@ from typing import Any
 from hvdtrain.bench.workloads import WORKLOADS
 from hvdtrain.errors import HvdtrainError
 from hvdtrain.job.paths import hvdtrain_executable
+from hvdtrain.launch.plan import ALLREDUCE, SWITCHES, switch_flags
 
-# hvdtrain_spin: the same binary with upstream's busy waiting (HVDTRAIN_HOROVOD_WAIT=spin);
+# The same binary with some of our patches switched back to upstream's behaviour: hvdtrain_upstream
+# with all of them (busy waiting, MPI_Allreduce), hvdtrain_mpi with MPI_Allreduce only.
+VARIANTS = {"hvdtrain_upstream": SWITCHES, "hvdtrain_mpi": (ALLREDUCE,)}
 # hvdtrain_per_tensor: Horovod's DistributedOptimizer, one all-reduce per gradient (--bucket-mb 0).
-CONFIGS = ("hvdtrain", "hvdtrain_spin", "hvdtrain_per_tensor", "ddp", "independent", "plain", "hvdtrain_np1")
+CONFIGS = ("hvdtrain", *VARIANTS, "hvdtrain_per_tensor", "ddp", "independent", "plain", "hvdtrain_np1")
 EPOCHS = 2  # the first warms up; the second is timed
 # Every configuration steps the same SGD, unscaled by the world size. The LR changes the values a
 # step computes with, and with them its speed: pinned to one core, hvdtrain's loop trained resnet
@@ -38,9 +41,8 @@ def build_argv(config: str, workload: str, np_: int, out: Path, batch_size: int,
     run = [hvdtrain, "run", "-np", str(ranks), "--output-dir", str(out / "logs")]
     if timeline is not None:
         run += ["--timeline", str(timeline)]
-    if config == "hvdtrain_spin":
-        run += ["--horovod-wait", "spin"]
     if config.startswith("hvdtrain"):
+        run += switch_flags(VARIANTS.get(config, ()))
         per_tensor = ["--bucket-mb", "0"] if config == "hvdtrain_per_tensor" else []
         return [*run, "--", hvdtrain, "train", "--model", model, "--dataset", dataset, "--epochs", str(EPOCHS),
                 "--batch-size", str(batch_size), *OPTIMIZER, "--no-lr-scaling", "--threads-per-rank", "1",
@@ -92,7 +94,8 @@ def measure(config: str, workload: str, np_: int, batch_size: int,
 
 
 # ratio name -> (numerator, denominator) configurations
-RATIOS = {"vs_ddp": ("hvdtrain", "ddp"), "vs_spin": ("hvdtrain", "hvdtrain_spin"),
+RATIOS = {"vs_ddp": ("hvdtrain", "ddp"), "vs_upstream": ("hvdtrain", "hvdtrain_upstream"),
+          "vs_mpi": ("hvdtrain", "hvdtrain_mpi"),
           "vs_per_tensor": ("hvdtrain", "hvdtrain_per_tensor"), "efficiency": ("hvdtrain", "independent"),
           "overhead_np1": ("hvdtrain_np1", "plain")}
 
@@ -139,12 +142,14 @@ def render_train_table(report: Mapping[str, Any]) -> str:
     lines = [f"training throughput, samples/s (median of {report['rounds']} rounds +- half range), "
              f"np={report['world_size']}, batch {report['batch_size']} per rank",
              f"{'model':<12}" + "".join(f"{name:>18}" for name in CONFIGS) +
-             f"{'vs DDP':>9}{'vs spin':>9}{'vs tensor':>11}{'eff.':>7}{'ceiling':>9}{'of ceil.':>10}{'np1/plain':>11}"]
+             f"{'vs DDP':>9}{'vs upstr.':>10}{'vs mpi':>9}{'vs tensor':>11}{'eff.':>7}{'ceiling':>9}"
+             f"{'of ceil.':>10}{'np1/plain':>11}"]
     for name, model in report["models"].items():
         cells = "".join(f"{model['configs'][c]['samples_per_sec']:>11.0f} +-{model['configs'][c]['spread']:>4.0f}"
                         for c in CONFIGS)
         ratios = model["ratios"]
-        lines.append(f"{name:<12}{cells}{ratios['vs_ddp']:>9.2f}{ratios['vs_spin']:>9.2f}"
+        lines.append(f"{name:<12}{cells}{ratios['vs_ddp']:>9.2f}{ratios['vs_upstream']:>10.2f}"
+                     f"{ratios['vs_mpi']:>9.2f}"
                      f"{ratios['vs_per_tensor']:>11.2f}{ratios['efficiency']:>7.2f}"
                      f"{ratios['lockstep_ceiling']:>9.2f}{ratios['of_ceiling']:>10.2f}{ratios['overhead_np1']:>11.2f}")
     return "\n".join(lines)

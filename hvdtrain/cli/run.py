@@ -13,7 +13,7 @@ import click
 from hvdtrain.cli.options import COMMAND_CONTEXT, defaults_of, host_options, resolve_hosts, ssh_options
 from hvdtrain.job.paths import RunPaths, hvdtrain_executable
 from hvdtrain.job.signals import PREEMPTED_EXIT
-from hvdtrain.launch.plan import LAUNCHERS, WAIT_MODES
+from hvdtrain.launch.plan import ALLREDUCE, LAUNCHERS, WAIT
 from hvdtrain.launch.request import RunOptions
 from hvdtrain.launch.ssh import SshSettings
 
@@ -43,9 +43,13 @@ _default = defaults_of(RunOptions)
               help="How often Horovod's background thread batches requests (HOROVOD_CYCLE_TIME) "
                    "[default: 0.1 unless HOROVOD_CYCLE_TIME is set or --autotune; Horovod: 1].")
 @click.option("--autotune", is_flag=True, help="Let Horovod tune fusion and cycle time while training.")
-@click.option("--horovod-wait", type=click.Choice(WAIT_MODES), default=None,
-              help="sleep: idle Horovod threads block instead of busy-polling (hvdtrain's build); spin: upstream's "
-                   "behaviour (HVDTRAIN_HOROVOD_WAIT) [default: sleep unless HVDTRAIN_HOROVOD_WAIT is set].")
+@click.option(WAIT.option, type=click.Choice(WAIT.modes), default=None,
+              help=f"sleep: idle Horovod threads block instead of busy-polling (hvdtrain's build); spin: upstream's "
+                   f"behaviour ({WAIT.variable}) [default: sleep unless {WAIT.variable} is set].")
+@click.option(ALLREDUCE.option, type=click.Choice(ALLREDUCE.modes), default=None,
+              help=f"shm: ranks on one node sum float all-reduces through shared memory (hvdtrain's build); mpi: "
+                   f"upstream's MPI_Allreduce ({ALLREDUCE.variable}) [default: shm unless {ALLREDUCE.variable} "
+                   "is set].")
 @ssh_options
 @click.option("--network-interface", default=None, metavar="IFACE",
               help="Network interface the ranks talk over (e.g. ib0).")

@@ -17,10 +17,47 @@ from hvdtrain.hosts.host import Host, check_np
 from hvdtrain.job.cores import BIND_VARIABLE
 from hvdtrain.launch.ssh import DEFAULT_SSH, SshSettings
 
+
+@dataclass(frozen=True)
+class HorovodSwitch:
+    """A run-time switch of one of hvdtrain's patches to Horovod (hvdtrain/install/patches): the
+    variable the patched Horovod reads, the ``hvdtrain run`` option that sets it, hvdtrain's mode and
+    upstream's, and why hvdtrain's is the default (for --explain)."""
+
+    variable: str
+    option: str
+    default: str
+    upstream: str
+    why: str
+
+    @property
+    def modes(self) -> tuple[str, str]:
+        return (self.default, self.upstream)
+
+
+# wait-without-spinning.patch: "sleep" runs a round only when there is work, its background thread
+# polls (yielding the core) while the rank is busy and sleeps once it has been idle for 100 ms, and a
+# thread waiting for a result blocks and ends the cycle; "spin" is upstream's busy waiting.
+WAIT = HorovodSwitch("HVDTRAIN_HOROVOD_WAIT", "--horovod-wait", "sleep", "spin",
+                     "idle Horovod threads sleep instead of busy-polling a core the model needs, busy ones poll "
+                     "only while there is work, and a thread waiting for a result blocks and starts its round at "
+                     "once (spin: upstream)")
+# within-node-shared-memory-allreduce.patch: "shm" sums float32/float64 all-reduces through a shared
+# memory segment when every rank runs on one node; "mpi" is upstream's MPI_Allreduce.
+ALLREDUCE = HorovodSwitch("HVDTRAIN_HOROVOD_ALLREDUCE", "--horovod-allreduce", "shm", "mpi",
+                          "ranks that share one node sum float gradients through shared memory instead of "
+                          "MPI_Allreduce, in under half its time from 1 MiB up (mpi: upstream)")
+SWITCHES = (WAIT, ALLREDUCE)
+
+
+def switch_flags(upstream: Sequence[HorovodSwitch] = ()) -> tuple[str, ...]:
+    """``hvdtrain run`` options setting every switch: upstream's mode for those in ``upstream``,
+    hvdtrain's for the others (so the user's environment does not decide a benchmark's column)."""
+    return tuple(arg for switch in SWITCHES
+                 for arg in (switch.option, switch.upstream if switch in upstream else switch.default))
 # Environment the ranks need; forwarded by name (with its current value) when set.
-WAIT_VARIABLE = "HVDTRAIN_HOROVOD_WAIT"  # how hvdtrain's Horovod waits (below)
 FORWARDED_ENV = ("PATH", "LD_LIBRARY_PATH", "PYTHONPATH", "VIRTUAL_ENV", "OMP_NUM_THREADS", "HOROVOD_*",
-                 WAIT_VARIABLE, BIND_VARIABLE)
+                 *(switch.variable for switch in SWITCHES), BIND_VARIABLE)
 LAUNCHERS = ("mpirun", "horovodrun", "srun", "mpiexec")
 # End a job whose ranks wait this long for one that never joins a collective (0: only warn).
 DEFAULT_STALL_TIMEOUT_S = 300
@@ -110,29 +147,22 @@ def stall_settings(timeout_s: int) -> tuple[tuple[str, str], ...]:
 # which asynchronous requests (gradients during backward) share a round; 0.1, 0.3 and 1 ms then
 # trained alike here.
 DEFAULT_CYCLE_TIME_MS = 0.1
-# How hvdtrain's Horovod waits (hvdtrain/install/patches/wait-without-spinning.patch): "sleep" runs a
-# round only when there is work, its background thread polls (yielding the core) while the rank is
-# busy and sleeps once it has been idle for 100 ms, and a thread waiting for a result blocks and ends
-# the cycle; "spin" is upstream's busy waiting.
-WAIT_MODES = ("sleep", "spin")
-DEFAULT_WAIT = "sleep"
 # Why each variable hvdtrain sets is there, for --explain.
 ENV_REASONS = {
     "HOROVOD_CYCLE_TIME": f"Horovod batches requests every {DEFAULT_CYCLE_TIME_MS:g} ms instead of 1 ms: "
                           "lower all-reduce latency",
-    WAIT_VARIABLE: "idle Horovod threads sleep instead of busy-polling a core the model needs, busy ones "
-                   "poll only while there is work, and a thread waiting for a result blocks and starts its "
-                   "round at once (spin: upstream)",
+    **{switch.variable: switch.why for switch in SWITCHES},
     BIND_VARIABLE: "the launcher binds nothing; each rank binds itself and its threads to an even share of "
                    "its node's cores (0: no binding)",
 }
 
 
 def horovod_tuning(fusion_threshold_mb: float | None, cycle_time_ms: float | None,
-                   autotune: bool, env: Mapping[str, str], wait: str | None = None) -> tuple[str, ...]:
+                   autotune: bool, env: Mapping[str, str], wait: str | None = None,
+                   allreduce: str | None = None) -> tuple[str, ...]:
     """``NAME=VALUE`` settings of Horovod's runtime, for ``-x``. The cycle time defaults to
-    hvdtrain's unless the user set HOROVOD_CYCLE_TIME or asked Horovod to tune it; the wait mode
-    to "sleep" unless the user exported HVDTRAIN_HOROVOD_WAIT."""
+    hvdtrain's unless the user set HOROVOD_CYCLE_TIME or asked Horovod to tune it; each switch of
+    our patches (``wait``, ``allreduce``) to hvdtrain's mode unless the user exported its variable."""
     settings = []
     if fusion_threshold_mb is not None:
         settings.append(f"HOROVOD_FUSION_THRESHOLD={int(fusion_threshold_mb * 2**20)}")
@@ -142,10 +172,11 @@ def horovod_tuning(fusion_threshold_mb: float | None, cycle_time_ms: float | Non
         settings.append(f"HOROVOD_CYCLE_TIME={cycle_time_ms:g}")
     if autotune:
         settings.append("HOROVOD_AUTOTUNE=1")
-    if wait is None and WAIT_VARIABLE not in env:
-        wait = DEFAULT_WAIT
-    if wait is not None:
-        settings.append(f"{WAIT_VARIABLE}={wait}")
+    for switch, mode in zip(SWITCHES, (wait, allreduce), strict=True):
+        if mode is None and switch.variable not in env:
+            mode = switch.default
+        if mode is not None:
+            settings.append(f"{switch.variable}={mode}")
     return tuple(settings)
 
 

@@ -52,6 +52,7 @@ class RunOptions:
     cycle_time_ms: float | None = None
     autotune: bool = False
     horovod_wait: str | None = None
+    horovod_allreduce: str | None = None
     ssh: SshSettings = DEFAULT_SSH
     network_interface: str | None = None
     oversubscribe: bool = False
@@ -87,7 +88,7 @@ def plan_run(options: RunOptions, env: Mapping[str, str], probes: LauncherProbes
     launcher_env = launch_env(env, python)
     job = slurm_job(launcher_env)
     tuning = horovod_tuning(options.fusion_threshold_mb, options.cycle_time_ms, options.autotune, launcher_env,
-                            options.horovod_wait)
+                            options.horovod_wait, options.horovod_allreduce)
     plan = build_plan(
         options.np, options.hosts, options.command, launcher_env, uid,
         slurm_hosts=hosts_from_slurm(launcher_env) if job else None,
