@@ -141,11 +141,11 @@ def run_train_bench(np_: int, workloads: Sequence[str], rounds: int, batch_size:
 def render_train_table(report: Mapping[str, Any]) -> str:
     lines = [f"training throughput, samples/s (median of {report['rounds']} rounds +- half range), "
              f"np={report['world_size']}, batch {report['batch_size']} per rank",
-             f"{'model':<12}" + "".join(f"{name:>18}" for name in CONFIGS) +
+             f"{'model':<12}" + "".join(f"{name:>20}" for name in CONFIGS) +
              f"{'vs DDP':>9}{'vs upstr.':>10}{'vs mpi':>9}{'vs tensor':>11}{'eff.':>7}{'ceiling':>9}"
              f"{'of ceil.':>10}{'np1/plain':>11}"]
     for name, model in report["models"].items():
-        cells = "".join(f"{model['configs'][c]['samples_per_sec']:>11.0f} +-{model['configs'][c]['spread']:>4.0f}"
+        cells = "".join(f"{model['configs'][c]['samples_per_sec']:>13.0f} +-{model['configs'][c]['spread']:>4.0f}"
                         for c in CONFIGS)
         ratios = model["ratios"]
         lines.append(f"{name:<12}{cells}{ratios['vs_ddp']:>9.2f}{ratios['vs_upstream']:>10.2f}"

