@@ -11,6 +11,7 @@ from hvdtrain.launch.detect import MpiInfo, parse_srun_mpi_list
 from hvdtrain.launch.plan import (
     ALLREDUCE,
     SWITCHES,
+    WAIT,
     ElasticSettings,
     build_plan,
     flatten,
@@ -175,21 +176,17 @@ def test_switch_flags_set_every_switch():
     assert switch_flags((ALLREDUCE,)) == ("--horovod-wait", "sleep", "--horovod-allreduce", "mpi")
 
 
-def test_explain_says_why_the_wait_mode_is_set():
+@pytest.mark.parametrize(("switch", "why"), [
+    (WAIT, "idle Horovod threads sleep instead of busy-polling"),
+    (ALLREDUCE, "sum float gradients through shared memory instead of MPI_Allreduce"),
+], ids=["wait", "allreduce"])
+def test_explain_says_why_each_switch_is_set(switch, why):
     done = cli("run", "-np", "2", "--dry-run", "--explain", "--", "true")
-    (line,) = [line for line in done.stdout.splitlines() if "HVDTRAIN_HOROVOD_WAIT=sleep" in line]
-    assert "idle Horovod threads sleep instead of busy-polling" in line
-    spin = cli("run", "-np", "2", "--horovod-wait", "spin", "--dry-run", "--", "true")
-    assert " -x HVDTRAIN_HOROVOD_WAIT=spin " in spin.stdout
-
-
-def test_explain_says_why_the_allreduce_mode_is_set():
-    done = cli("run", "-np", "2", "--dry-run", "--explain", "--", "true")
-    (line,) = [line for line in done.stdout.splitlines() if "HVDTRAIN_HOROVOD_ALLREDUCE=shm" in line]
-    assert "sum float gradients through shared memory instead of MPI_Allreduce" in line
-    mpi = cli("run", "-np", "2", "--horovod-allreduce", "mpi", "--dry-run", "--", "true")
-    assert " -x HVDTRAIN_HOROVOD_ALLREDUCE=mpi " in mpi.stdout
-    bad = cli("run", "-np", "2", "--horovod-allreduce", "nccl", "--dry-run", "--", "true")
+    (line,) = [line for line in done.stdout.splitlines() if f"{switch.variable}={switch.default}" in line]
+    assert why in line
+    upstream = cli("run", "-np", "2", switch.option, switch.upstream, "--dry-run", "--", "true")
+    assert f" -x {switch.variable}={switch.upstream} " in upstream.stdout
+    bad = cli("run", "-np", "2", switch.option, "nccl", "--dry-run", "--", "true")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
 
 

@@ -23,13 +23,12 @@ import numpy as np
 
 from hvdtrain.errors import HvdtrainError
 from hvdtrain.job.paths import hvdtrain_executable
-from hvdtrain.launch.plan import ALLREDUCE, SWITCHES, switch_flags
+from hvdtrain.launch.plan import UPSTREAM_VARIANTS, switch_flags
 
-BACKENDS = ("horovod_sum", "horovod_upstream", "horovod_mpi", "horovod_avg", "horovod_grouped", "mpi", "gloo",
-            "paired")
 # horovod_sum on the same binary with some of our patches switched back to upstream's behaviour:
 # horovod_upstream with all of them (busy waiting, MPI_Allreduce), horovod_mpi with MPI_Allreduce only.
-VARIANTS = {"horovod_upstream": SWITCHES, "horovod_mpi": (ALLREDUCE,)}
+VARIANTS = {f"horovod_{name}": switches for name, switches in UPSTREAM_VARIANTS.items()}
+BACKENDS = ("horovod_sum", *VARIANTS, "horovod_avg", "horovod_grouped", "mpi", "gloo", "paired")
 # paired: Horovod Sum and raw MPI alternating in one job (allreduce_worker), in two columns.
 PAIRED = ("paired_horovod", "paired_mpi")
 COLUMNS = tuple(name for name in BACKENDS if name != "paired") + PAIRED

@@ -17,11 +17,11 @@ from typing import Any
 from hvdtrain.bench.workloads import WORKLOADS
 from hvdtrain.errors import HvdtrainError
 from hvdtrain.job.paths import hvdtrain_executable
-from hvdtrain.launch.plan import ALLREDUCE, SWITCHES, switch_flags
+from hvdtrain.launch.plan import UPSTREAM_VARIANTS, switch_flags
 
 # The same binary with some of our patches switched back to upstream's behaviour: hvdtrain_upstream
 # with all of them (busy waiting, MPI_Allreduce), hvdtrain_mpi with MPI_Allreduce only.
-VARIANTS = {"hvdtrain_upstream": SWITCHES, "hvdtrain_mpi": (ALLREDUCE,)}
+VARIANTS = {f"hvdtrain_{name}": switches for name, switches in UPSTREAM_VARIANTS.items()}
 # hvdtrain_per_tensor: Horovod's DistributedOptimizer, one all-reduce per gradient (--bucket-mb 0).
 CONFIGS = ("hvdtrain", *VARIANTS, "hvdtrain_per_tensor", "ddp", "independent", "plain", "hvdtrain_np1")
 EPOCHS = 2  # the first warms up; the second is timed
@@ -94,8 +94,8 @@ def measure(config: str, workload: str, np_: int, batch_size: int,
 
 
 # ratio name -> (numerator, denominator) configurations
-RATIOS = {"vs_ddp": ("hvdtrain", "ddp"), "vs_upstream": ("hvdtrain", "hvdtrain_upstream"),
-          "vs_mpi": ("hvdtrain", "hvdtrain_mpi"),
+RATIOS = {"vs_ddp": ("hvdtrain", "ddp"),
+          **{f"vs_{name}": ("hvdtrain", f"hvdtrain_{name}") for name in UPSTREAM_VARIANTS},
           "vs_per_tensor": ("hvdtrain", "hvdtrain_per_tensor"), "efficiency": ("hvdtrain", "independent"),
           "overhead_np1": ("hvdtrain_np1", "plain")}
 

@@ -48,6 +48,9 @@ ALLREDUCE = HorovodSwitch("HVDTRAIN_HOROVOD_ALLREDUCE", "--horovod-allreduce", "
                           "ranks that share one node sum float gradients through shared memory instead of "
                           "MPI_Allreduce: Horovod's 1 MiB all-reduce 2x faster, 16 MiB 3x (mpi: upstream)")
 SWITCHES = (WAIT, ALLREDUCE)
+# The builds the benchmarks compare hvdtrain's against, by name: the switches each turns back to
+# upstream's mode (all of them; the all-reduce's data step only).
+UPSTREAM_VARIANTS = {"upstream": SWITCHES, "mpi": (ALLREDUCE,)}
 
 
 def switch_flags(upstream: Sequence[HorovodSwitch] = ()) -> tuple[str, ...]:
