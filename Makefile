@@ -44,7 +44,7 @@ $(STAMP): setup.cfg pyproject.toml $(wildcard hvdtrain/install/*.py hvdtrain/ins
           $(wildcard $(VENV)/lib/python3*/site-packages/torch/version.py)
 	$(PIP) numpy
 	$(PIP) --no-binary mpi4py mpi4py
-	$(PIP) --no-build-isolation -e '.[dev]'
+	$(PIP) --no-build-isolation -e '.[dev,tensorboard,mlflow]'
 	$(HVDTRAIN) build-horovod
 	$(HVDTRAIN) doctor
 	touch $@
@@ -63,7 +63,7 @@ test: install test-tools lint
 # GPU checks, kept out of `make test` (CI has no GPU): NCCL all-reduce with one GPU per local rank,
 # and training with --amp fp16. Needs NVIDIA GPUs and a CUDA torch: make test-gpu TORCH=2.14.1
 test-gpu: install
-	$(PY) -m pytest tests/gpu_checks.py
+	HVDTRAIN_GPU_CHECKS=1 $(PY) -m pytest tests/gpu_checks.py
 
 # Benchmarks (not part of `make test`): idle CPU per rank, all-reduce per backend and training
 # throughput against DDP, the independent-process limit and upstream's busy waiting (same binary),

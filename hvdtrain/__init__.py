@@ -9,7 +9,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-API = ("setup", "shard", "wrap_optimizer", "is_root", "average", "Context")
+API = ("setup", "shard", "wrap_optimizer", "is_root", "average", "Context", "Run")
 
 
 def __getattr__(name: str) -> Any:

@@ -1,9 +1,10 @@
 """A small Python API for people who keep their own training script.
 
     import hvdtrain
-    ctx = hvdtrain.setup()                                   # init, threads, device
+    ctx = hvdtrain.setup()                                   # init, stop signals, threads, device
     loader = hvdtrain.shard(train_set, batch_size=32)        # this rank's shard
     optimizer = hvdtrain.wrap_optimizer(optimizer, model)    # all-reduce + broadcast from rank 0
+    run = hvdtrain.Run("runs/exp1", model=model, optimizer=optimizer)  # checkpoints, preemption, metrics
     if hvdtrain.is_root(): print(...)                        # log and save on rank 0 only
 
 Under ``hvdtrain run`` (or mpirun, srun, horovodrun) this is Horovod; alone it is one process.
@@ -21,9 +22,14 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 from hvdtrain.errors import HvdtrainError
+from hvdtrain.logs import show_log
+from hvdtrain.run.preempt import catch_stop_signals
+from hvdtrain.run.run import Run
 from hvdtrain.train.buckets import DEFAULT_BUCKET_MB
-from hvdtrain.train.config import choose_device, claim_cores
+from hvdtrain.train.config import choose_device, claim_cores, detect_gpus
 from hvdtrain.train.dist import Dist, ReduceOptions, init_dist
+
+__all__ = ["Context", "Run", "average", "current_dist", "is_root", "setup", "shard", "wrap_optimizer"]
 
 
 @dataclass(frozen=True)
@@ -41,13 +47,16 @@ _context: list[Context] = []  # set once by setup(), like hvd.init()
 
 
 def setup(device: str = "auto", threads: int | None = None) -> Context:
-    """Join the job (Horovod when a launcher started us), bind to this rank's cores when
-    ``hvdtrain run`` asked for it, set torch threads, pick the device."""
+    """Catch the stop signals (Slurm's warning before the time limit or a preemption, which
+    ``hvdtrain.Run`` acts on), join the job (Horovod when a launcher started us), bind to this
+    rank's cores when ``hvdtrain run`` asked for it, set torch threads, pick the device."""
     if _context:
         return _context[0]
+    catch_stop_signals(os.environ)
+    show_log()
     dist = init_dist(os.environ)
     torch.set_num_threads(claim_cores(os.environ, threads, dist.local_rank, dist.local_size))
-    chosen = torch.device(choose_device(device, torch.cuda.is_available(), dist.local_rank))
+    chosen = torch.device(choose_device(device, detect_gpus(os.environ), dist.local_rank, dist.local_size))
     if chosen.type == "cuda":
         torch.cuda.set_device(chosen)
     _context.append(Context(dist.rank, dist.size, dist.local_rank, chosen, dist))
@@ -58,6 +67,12 @@ def _current() -> Context:
     if not _context:
         raise HvdtrainError("hvdtrain.setup() has not been called", "call hvdtrain.setup() first")
     return _context[0]
+
+
+def current_dist() -> Dist:
+    """The job's collectives: ``setup()``'s, else Horovod's when a launcher started this process (a
+    Horovod script that called ``hvd.init()`` itself), else the single-process stand-in."""
+    return _context[0].dist if _context else init_dist(os.environ)
 
 
 def is_root() -> bool:

@@ -20,11 +20,19 @@ BIN = Path(sys.executable).parent
 HVDTRAIN = str(BIN / "hvdtrain")
 REPO = Path(__file__).parent.parent
 GOLDEN = REPO / "tests" / "golden"
+GPU_CHECKS_VARIABLE = "HVDTRAIN_GPU_CHECKS"
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """hvdtrain run keeps per-run logs under $HVDTRAIN_RUNS_DIR: keep the tests' out of the repo."""
+    """hvdtrain run keeps per-run logs under $HVDTRAIN_RUNS_DIR: keep the tests' out of the repo.
+    Runs write metrics.jsonl only, unless a test asks for TensorBoard and MLflow (both installed by
+    make; tests/test_own_script.py reads them back): a new MLflow store costs seconds per run."""
     os.environ.setdefault("HVDTRAIN_RUNS_DIR", tempfile.mkdtemp(prefix="hvdtrain-test-runs-"))
+    os.environ.setdefault("HVDTRAIN_TRACKERS", "none")
+    if os.environ.get(GPU_CHECKS_VARIABLE) != "1":
+        # make test means the CPU: on a GPU node, no rank of the suite may pick a GPU by itself (--device
+        # auto, hvdtrain.setup()). make test-gpu sets HVDTRAIN_GPU_CHECKS=1 and keeps the GPUs.
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

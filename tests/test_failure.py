@@ -66,9 +66,11 @@ def test_launched_by_launcher(env, joins):
 
 
 def test_run_paths():
-    paths = RunPaths.new({}, Path("/home/u"), "20261122-070000", 42)
-    assert paths.root == Path("/home/u/hvdtrain-runs/run-20261122-070000-42")
-    assert RunPaths.new({"HVDTRAIN_RUNS_DIR": "/scratch/r"}, Path("/x"), "s", 1).root == Path("/scratch/r/run-s-1")
+    paths = RunPaths.new({}, Path("/home/u"), "20261122-070000", 42, "9f3a")
+    assert paths.root == Path("/home/u/hvdtrain-runs/run-20261122-070000-42-9f3a") and paths.fresh
+    assert RunPaths.new({"HVDTRAIN_RUNS_DIR": "/scratch/r"}, Path("/x"), "s", 1, "ab").root == Path(
+        "/scratch/r/run-s-1-ab")
+    assert paths.restart(2).root == Path("/home/u/hvdtrain-runs/run-20261122-070000-42-9f3a-restart2")
     assert (paths.log(3).name, paths.report(3).name, paths.progress(3).name, paths.failure.name) == (
         "rank-3.log", "rank-3.json", "rank-3.progress", "failure.json")
 

@@ -1,3 +1,4 @@
+import re
 import shlex
 from pathlib import Path
 
@@ -28,7 +29,8 @@ from hvdtrain.slurm.nodelist import slurm_job
 
 HVDTRAIN_PYTHON = str(Path(HVDTRAIN).parent / "python")
 ENV = {"PATH": "/usr/bin", "HOME": "/root", "HOROVOD_FUSION_THRESHOLD": "1", "PYTHONPATH": "/x",
-       "SECRET": "no", "OMP_NUM_THREADS": "1"}
+       "SECRET": "no", "OMP_NUM_THREADS": "1", "NCCL_SOCKET_IFNAME": "ib0", "NCCL_DEBUG": "WARN", "UCX_TLS": "rc,sm",
+       "CUDA_VISIBLE_DEVICES": "0,1", "MYPREFIX_A": "1", "MYPREFIX_B": "2"}
 OPENMPI = MpiInfo("openmpi", "4.1.4", "mpirun (Open MPI) 4.1.4")
 SRUN_LIST = ("MPI plugin types are...\n\tnone\n\tcray_shasta\n\tpmi2\n\tpmix\n"
              "specific pmix plugin versions available: pmix_v4\n")
@@ -37,7 +39,7 @@ SRUN_LIST = ("MPI plugin types are...\n\tnone\n\tcray_shasta\n\tpmi2\n\tpmix\n"
 def _plans():
     simple = build_plan(2, None, ("hvdtrain", "train", "--epochs", "1"), ENV, uid=0, stall_timeout=0)
     full = build_plan(4, parse_host_list("node1:2,node2:2"), ("python", "my script.py"), ENV, uid=1000,
-                      env_flags=("MY_VAR", "NCCL_DEBUG=INFO"), tag_output=True, stall_timeout=120,
+                      env_flags=("MY_VAR", "NCCL_DEBUG=INFO", "MYPREFIX_*"), tag_output=True, stall_timeout=120,
                       supervisor=supervisor_prefix("/venv/bin/hvdtrain", Path("/logs/run 1")),
                       timeline=Path("/tmp/tl.json"), launcher_args=("--mca", "btl", "^openib"),
                       ssh=SshSettings(2222, Path("/keys/id"), ("StrictHostKeyChecking=accept-new",)),
@@ -52,6 +54,37 @@ def test_launcher_argv_golden(launcher):
     check_golden(f"{launcher}_argv.txt", text)
 
 
+@pytest.mark.parametrize("launcher", ["mpirun", "horovodrun", "srun", "mpiexec"])
+def test_network_interface_reaches_nccl_and_gloo_on_every_launcher(launcher):
+    plan = build_plan(2, parse_host_list("node1:1,node2:1"), ("python", "x.py"), {"PATH": "/usr/bin"}, uid=1000,
+                      network_interface="ib0")
+    argv = flatten(build_parts(plan, LauncherChoice(launcher, "test", "pmix" if launcher == "srun" else "")))
+    joined = " ".join(argv).replace("-genv NCCL_SOCKET_IFNAME ", "NCCL_SOCKET_IFNAME=").replace(
+        "-genv GLOO_SOCKET_IFNAME ", "GLOO_SOCKET_IFNAME=")  # mpiexec sets them as -genv NAME VALUE
+    assert "NCCL_SOCKET_IFNAME=ib0" in joined and "GLOO_SOCKET_IFNAME=ib0" in joined
+    mine = build_plan(2, None, ("x",), {"PATH": "/usr/bin", "NCCL_SOCKET_IFNAME": "eth1"}, uid=1000,
+                      network_interface="ib0")
+    assert ("NCCL_SOCKET_IFNAME", "ib0") not in mine.all_env_values  # the caller's own setting goes as it is
+    assert "NCCL_SOCKET_IFNAME" in mine.env_names
+
+
+def test_forwarded_prefixes_and_what_is_never_forwarded():
+    plan = build_plan(2, None, ("x",), {**ENV, "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1", "FI_PROVIDER": "efa"},
+                      uid=1000, env_flags=("MYPREFIX_*",))
+    assert {"NCCL_DEBUG", "NCCL_SOCKET_IFNAME", "UCX_TLS", "TORCH_NCCL_ASYNC_ERROR_HANDLING", "FI_PROVIDER",
+            "MYPREFIX_A", "MYPREFIX_B", "OMP_NUM_THREADS"} <= set(plan.env_names)
+    assert "CUDA_VISIBLE_DEVICES" not in plan.env_names and "SECRET" not in plan.env_names
+    lines = render_explanation(build_parts(plan, LauncherChoice("mpirun", "test")), LauncherChoice("mpirun", "t"))
+    assert re.search(r"-x UCX_TLS +# forward: UCX's transports", lines)
+    assert re.search(r"-x MYPREFIX_A +# forward: you asked for it", lines)
+
+
+@pytest.mark.parametrize("interface", ["ib0;id", "a b", "x" * 16, ""])
+def test_a_network_interface_must_be_an_interface_name(interface):
+    with pytest.raises(HvdtrainError, match="is not a network interface name"):
+        build_plan(2, None, ("x",), ENV, uid=1000, network_interface=interface)
+
+
 def test_explain_gives_every_argument_a_reason():
     choice = LauncherChoice("mpirun", "test")
     parts = build_parts(_plans()[1], choice)
@@ -61,7 +94,8 @@ def test_explain_gives_every_argument_a_reason():
 
 
 def test_select_env_names_forwards_only_what_ranks_need():
-    assert select_env_names(ENV) == ("HOROVOD_FUSION_THRESHOLD", "OMP_NUM_THREADS", "PATH", "PYTHONPATH")
+    assert select_env_names(ENV) == ("HOROVOD_FUSION_THRESHOLD", "NCCL_DEBUG", "NCCL_SOCKET_IFNAME", "OMP_NUM_THREADS",
+                                     "PATH", "PYTHONPATH", "UCX_TLS")  # not HOME, SECRET, CUDA_VISIBLE_DEVICES
 
 
 @pytest.mark.parametrize(("flags", "names", "values"), [

@@ -2,6 +2,8 @@
 (network namespaces with their own sshd), and the preflight checks them first."""
 
 import json
+import os
+import sys
 
 import pytest
 from conftest import HVDTRAIN, hvdtrain
@@ -49,3 +51,16 @@ def test_preflight_names_the_unreachable_host(two_hosts):
     rows = {line.split()[0]: line for line in done.stdout.splitlines()[1:]}
     assert rows[two_hosts.reachable[0]].split()[1:3] == ["ok", "same"]
     assert "FAIL" in rows[two_hosts.silent] and "ssh failed" in rows[two_hosts.silent]
+
+
+def test_a_remote_rank_sees_the_callers_nccl_settings(two_hosts, tmp_path):
+    hostfile = tmp_path / "hosts"
+    hostfile.write_text("".join(f"{host} slots=1\n" for host in two_hosts.reachable))
+    env = {**os.environ, "NCCL_DEBUG": "INFO", "NCCL_SOCKET_IFNAME": two_hosts.interface, "UCX_TLS": "tcp"}
+    report = 'import os, socket; print("seen", socket.gethostname(), os.environ.get("NCCL_DEBUG"), ' \
+             'os.environ.get("NCCL_SOCKET_IFNAME"), os.environ.get("UCX_TLS"), os.environ.get("CUDA_VISIBLE_DEVICES"))'
+    done = hvdtrain("run", "-np", "2", "--hostfile", str(hostfile), "--launcher", "mpirun", *_ssh_flags(two_hosts),
+                    "--", sys.executable, "-c", report, env={**env, "CUDA_VISIBLE_DEVICES": "7"}, timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    seen = sorted(line.split()[1:] for line in done.stdout.splitlines() if line.startswith("seen "))
+    assert seen == sorted([host, "INFO", two_hosts.interface, "tcp", "None"] for host in two_hosts.reachable)

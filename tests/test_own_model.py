@@ -139,14 +139,26 @@ def test_training_options_keep_replicas_identical(extra, tmp_path):
     assert summary["final_val_acc"] > 0.5
 
 
-def test_example_script_runs_data_parallel():
-    done = hvdtrain("run", "-np", "2", "--", "python", str(REPO / "examples" / "own_script.py"), "--epochs", "3")
+def test_example_script_runs_data_parallel(tmp_path):
+    done = hvdtrain("run", "-np", "2", "--", "python", str(REPO / "examples" / "own_script.py"), "--epochs", "3",
+                    "--run-dir", str(tmp_path / "own"))
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     digests = {line.split()[-1] for line in done.stdout.splitlines() if "parameters" in line}
     ranks = [line for line in done.stdout.splitlines() if "of 2: parameters" in line]
     assert len(ranks) == 2 and len(digests) == 1
     final = [line for line in done.stdout.splitlines() if line.startswith("epoch 3:")]
     assert len(final) == 1 and float(final[0].split()[-1]) > 0.85  # whole lines: no rank's output spliced in
+    assert len(list((tmp_path / "own").glob("ckpt-*-epoch00003.pt"))) == 1
+
+
+def test_horovod_example_with_run_added_trains_data_parallel(tmp_path):
+    done = hvdtrain("run", "-np", "2", "--", "python", str(REPO / "examples" / "horovod_script.py"), "--epochs",
+                    "2", "--run-dir", str(tmp_path / "hvd"))
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    digests = {line.split()[-1] for line in done.stdout.splitlines() if "of 2: parameters" in line}
+    assert len(digests) == 1 and "epoch 2 done" in done.stdout
+    steps = [json.loads(line)["step"] for line in (tmp_path / "hvd" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [10, 20, 28, 30, 40, 50, 56]  # every 10 steps and each epoch's end (1797 / 2 ranks / 32: 28)
 
 
 def test_run_record_and_plot(tmp_path):
@@ -159,11 +171,12 @@ def test_run_record_and_plot(tmp_path):
     assert record["world_size"] == 2 and len(record["layout"]) == 2 and record["layout"] == summary["layout"]
     assert record["command"][1:3] == ["train", "--out"] and record["started"] <= record["ended"]
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [m["val_acc"] is None for m in metrics] == [True, False, False]  # epochs 2 and 3 (the last)
+    epochs = [m for m in metrics if "train_loss" in m]
+    assert ["val_acc" in m for m in epochs] == [False, True, True]  # epochs 2 and 3 (the last)
     done = hvdtrain("plot", str(out))
     assert done.returncode == 0, done.stderr
     png = (out / "metrics.png").read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (1200, 400)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (1600, 400)
 
 
 def test_shell_completion():

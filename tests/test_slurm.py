@@ -31,7 +31,8 @@ def test_golden_renders(launcher):
 
 
 @pytest.mark.parametrize(("signal_name", "train_args", "mismatch"), [
-    ("USR1", (), False), ("USR2", (), True), ("USR2", ("--preempt-signal", "USR2"), False),
+    ("USR1", (), False), ("USR2", (), False),  # no --preempt-signal: it stops on the job's ($HVDTRAIN_PREEMPT_SIGNAL)
+    ("USR2", ("--preempt-signal", "USR2"), False),
     ("USR2", ("--preempt-signal=USR2",), False), ("USR1", ("--preempt-signal", "USR2"), True),
     ("TERM", (), False),  # the trainer always stops on TERM
     ("USR2", ("--config", "train.yaml"), False),  # its signal is in the file: not knowable here

@@ -1,6 +1,7 @@
 """Real data-parallel training: mpirun starts the ranks, Horovod all-reduces the gradients."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -29,10 +30,14 @@ def test_ranks_end_with_identical_parameters(demo_run):
 def test_demo_configuration_learns_digits(demo_run):
     out, summary = demo_run
     assert summary["final_val_acc"] >= 0.95
-    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    lines = [line for line in records if "train_loss" in line]  # one per epoch
     assert [line["epoch"] for line in lines] == list(range(1, 11))
-    assert set(lines[0]) == {"epoch", "train_loss", "val_loss", "val_acc", "lr", "samples_per_sec",
+    assert set(lines[0]) == {"step", "epoch", "train_loss", "val_loss", "val_acc", "lr", "samples_per_sec",
                              "world_size", "elapsed_s"}
+    steps = [line for line in records if "loss" in line]  # every 10 optimizer steps (--log-every)
+    assert set(steps[0]) == {"step", "epoch", "loss", "lr", "samples_per_sec"} and steps[0]["step"] == 10
+    assert steps[-1]["loss"] < steps[0]["loss"] and lines[-1]["step"] == steps[-1]["step"] == 10 * 22  # 1437 / 64
     assert lines[-1]["train_loss"] < lines[0]["train_loss"]
     assert lines[-1]["lr"] == pytest.approx(0.1)  # base LR 0.05 x 2 ranks after warmup
     assert all(line["world_size"] == 2 and line["samples_per_sec"] > 0 for line in lines)
@@ -66,15 +71,17 @@ def test_resume_is_exact(tmp_path):
     straight = train_mpi(2, tmp_path / "straight", *args, "--epochs", "4")
     ckpt = tmp_path / "ckpt"
     first = train_mpi(2, tmp_path / "resumed", *args, "--epochs", "2", "--checkpoint-dir", str(ckpt))
-    assert [path.name for path in sorted(ckpt.glob("*.pt"))] == ["ckpt-epoch00001.pt", "ckpt-epoch00002.pt"]
+    names = sorted(path.name for path in ckpt.glob("*.pt"))
+    assert [re.sub("ckpt-[0-9a-f]{8}-", "ckpt-ID-", name) for name in names] == [
+        "ckpt-ID-epoch00001.pt", "ckpt-ID-epoch00002.pt"]
     assert first["param_checksum"] != straight["param_checksum"]
     resumed = train_mpi(2, tmp_path / "resumed", *args, "--epochs", "4", "--checkpoint-dir", str(ckpt),
                         "--resume")
     assert resumed["param_checksum"] == straight["param_checksum"]
     assert set(resumed["rank_checksums"]) == {straight["param_checksum"]}
     metrics = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
-    epochs = [json.loads(line)["epoch"] for line in metrics]
-    assert epochs == [1, 2, 3, 4]
+    epochs = [json.loads(line)["epoch"] for line in metrics if "train_loss" in line]
+    assert epochs == [1, 2, 3, 4]  # the resumed run continues the same metrics.jsonl
 
 
 def test_resume_skips_a_corrupt_newest_checkpoint(tmp_path):
@@ -82,13 +89,14 @@ def test_resume_skips_a_corrupt_newest_checkpoint(tmp_path):
     straight = train_mpi(2, tmp_path / "straight", *args, "--epochs", "4")
     ckpt = tmp_path / "ckpt"
     train_mpi(2, tmp_path / "first", *args, "--epochs", "3", "--checkpoint-dir", str(ckpt))
-    newest = ckpt / "ckpt-epoch00003.pt"
+    (newest,) = ckpt.glob("ckpt-*-epoch00003.pt")
     newest.write_bytes(newest.read_bytes()[: len(newest.read_bytes()) // 2])  # a half-written file
     done = hvdtrain("run", "-np", "2", "--", HVDTRAIN, "train", *args, "--epochs", "4", "--checkpoint-dir",
                     str(ckpt), "--resume", "--out", str(tmp_path / "resumed"))
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "ckpt-epoch00003.pt is corrupt" in done.stderr and "using ckpt-epoch00002.pt" in done.stderr
-    assert "resuming from" in done.stdout and "(epoch 2 done, 0 steps into the next)" in done.stdout
+    assert f"{newest.name} is corrupt" in done.stderr
+    assert f"using {newest.name.replace('epoch00003', 'epoch00002')}" in done.stderr
+    assert "resuming from" in done.stdout and "(epoch 2 done, 0 batches into the next)" in done.stdout
     resumed = json.loads((tmp_path / "resumed" / "summary.json").read_text())
     assert resumed["param_checksum"] == straight["param_checksum"]  # epochs 3 and 4 trained again, exactly
 
@@ -121,3 +129,22 @@ def test_one_rank_under_mpirun_trains_exactly_like_the_plain_loop(tmp_path):
     assert under_mpi["world_size"] == 1
     plain = json.loads((tmp_path / "alone" / "summary.json").read_text())
     assert under_mpi["param_checksum"] == plain["param_checksum"]
+
+
+def test_a_new_run_beside_another_runs_checkpoints_keeps_its_own_and_says_so(tmp_path):
+    ckpt, args = tmp_path / "shared", ("--model", "mlp", "--batch-size", "32", "--device", "cpu")
+    older = hvdtrain("train", *args, "--epochs", "5", "--checkpoint-dir", str(ckpt), "--out", str(tmp_path / "a"))
+    assert older.returncode == 0, older.stderr
+    theirs = {path: path.read_bytes() for path in ckpt.iterdir()}
+    (older_id,) = {path.name.split("-")[1] for path in theirs}
+    fresh = hvdtrain("train", *args, "--epochs", "2", "--checkpoint-dir", str(ckpt), "--auto-resume",
+                     "--keep-checkpoints", "1", "--out", str(tmp_path / "b"))
+    assert fresh.returncode == 0, fresh.stderr
+    assert "resuming from" not in fresh.stdout and f"also holds checkpoints of run(s) {older_id}" in fresh.stderr
+    assert {path: path.read_bytes() for path in theirs} == theirs  # the older run's files, untouched
+    mine = sorted(path.name for path in ckpt.glob("*.pt") if older_id not in path.name)
+    assert len(mine) == 1 and mine[0].endswith("-epoch00002.pt")  # its own newest, kept by its own rotation
+    again = hvdtrain("train", *args, "--epochs", "3", "--checkpoint-dir", str(ckpt), "--auto-resume", "--out",
+                     str(tmp_path / "b"))
+    assert again.returncode == 0, again.stderr
+    assert f"resuming from {ckpt / mine[0]} (epoch 2 done" in again.stdout  # its own run, not the older one

@@ -12,7 +12,7 @@ import click
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="PNG to write [default: OUT_DIR/metrics.png].")
 def plot(out_dir: Path, output: Path | None) -> None:
-    """Plot loss, accuracy and throughput per epoch from OUT_DIR/metrics.jsonl.
+    """Plot the loss per step, and loss, accuracy and throughput per epoch, from OUT_DIR/metrics.jsonl.
 
     \b
     Example:

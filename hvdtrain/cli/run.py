@@ -4,6 +4,7 @@ hidden command every launcher starts for a rank."""
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 import time
 from pathlib import Path
@@ -59,12 +60,16 @@ _default = defaults_of(RunOptions)
 @click.option("--max-np", type=int, default=None, help="With --elastic: most ranks [default: -np].")
 @click.option("--host-discovery-script", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="With --elastic: executable that prints the available host:slots, one per line.")
+@click.option("--max-restarts", type=click.IntRange(min=0), default=0, show_default=True,
+              help="When a rank fails, end the job, report the root cause, and start the whole job again, at "
+                   "most this many times (never after bad input, exit 2, or a preemption, exit 75). A script "
+                   "with hvdtrain.Run, or hvdtrain train --auto-resume, resumes from its newest checkpoint.")
 @click.option("--dry-run", is_flag=True, help="Print the command and exit.")
 @click.option("--explain", is_flag=True, help="Say which launcher and why each argument is there.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context
 def run(ctx: click.Context, /, np_: int, hosts: str | None, hostfile: Path | None, ssh_port: int | None,
-        ssh_identity: Path | None, ssh_option: tuple[str, ...], dry_run: bool, explain: bool,
+        ssh_identity: Path | None, ssh_option: tuple[str, ...], max_restarts: int, dry_run: bool, explain: bool,
         command: tuple[str, ...], **flags: object) -> None:
     """Start NP ranks of COMMAND with mpirun, srun, horovodrun or mpiexec; exit with the job's status.
 
@@ -84,7 +89,8 @@ def run(ctx: click.Context, /, np_: int, hosts: str | None, hostfile: Path | Non
     options = RunOptions(np=np_, command=command, hosts=resolve_hosts(hosts, hostfile),
                          ssh=SshSettings(ssh_port, ssh_identity, ssh_option), **flags)  # type: ignore[arg-type]
     paths = RunPaths(options.output_dir.absolute()) if options.output_dir else \
-        RunPaths.new(os.environ, Path.cwd().absolute(), time.strftime("%Y%m%d-%H%M%S"), os.getpid())
+        RunPaths.new(os.environ, Path.cwd().absolute(), time.strftime("%Y%m%d-%H%M%S"), os.getpid(),
+                     secrets.token_hex(4))
     probes = probe_launchers(options.launcher, slurm_job(os.environ) is not None)
     request = plan_run(options, os.environ, probes, paths, os.getuid(), hvdtrain_executable(), sys.executable)
     if dry_run:
@@ -92,13 +98,28 @@ def run(ctx: click.Context, /, np_: int, hosts: str | None, hostfile: Path | Non
         return
     if explain:
         click.echo(request.render(explain=True), err=True)
-    code = execute(request)
-    if code == PREEMPTED_EXIT:
-        click.echo(f"hvdtrain: the job stopped on a preemption signal after saving a checkpoint (exit {code})",
-                   err=True)
-    elif code != 0:
-        click.echo(write_failure_report(paths, request.plan.np, code), err=True)
+    first = paths
+    for attempt in range(max_restarts + 1):
+        if attempt:  # each attempt keeps its own logs and reports, beside the first's
+            paths = first.restart(attempt)
+            request = plan_run(options, os.environ, probes, paths, os.getuid(), hvdtrain_executable(), sys.executable)
+        outcome = execute(request)
+        code = outcome.code
+        if code == PREEMPTED_EXIT:
+            click.echo(f"hvdtrain: the job stopped on a preemption signal after saving a checkpoint (exit {code})",
+                       err=True)
+        elif code != 0:
+            click.echo(write_failure_report(paths, request.plan.np, code), err=True)
+        if not restartable(code, outcome.signalled) or attempt == max_restarts:
+            break
+        click.echo(f"hvdtrain: restarting the job ({attempt + 1} of {max_restarts}); logs: {paths.root}", err=True)
     ctx.exit(code)
+
+
+def restartable(code: int, signalled: bool) -> bool:
+    """A failed rank: yes. Success, bad input (2), a preemption (75), or a job that was told to
+    stop (Ctrl-C, scancel): no."""
+    return code not in (0, 2, PREEMPTED_EXIT) and not signalled
 
 
 @click.command(hidden=True, context_settings=COMMAND_CONTEXT)

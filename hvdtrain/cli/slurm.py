@@ -40,13 +40,17 @@ def job_options(func: F) -> F:
         click.option("--output", default=_default("output"), show_default=True, help="Job output."),
         click.option("--error", default=_default("error"), help="Job error output [default: with --output]."),
         click.option("--signal", type=click.Choice(PREEMPT_SIGNALS), default=_default("signal"), show_default=True,
-                     help="Signal Slurm sends before the time limit or on preemption; the train command's "
-                          "--preempt-signal must name the same one."),
+                     help="Signal Slurm sends before the time limit or on preemption; the script gets it in "
+                          "$HVDTRAIN_PREEMPT_SIGNAL, and hvdtrain.Run and hvdtrain train stop on it."),
         click.option("--signal-lead", "signal_lead_s", type=int, default=_default("signal_lead_s"),
                      show_default=True, help="Seconds of warning."),
         click.option("--requeue/--no-requeue", default=_default("requeue"), show_default=True,
                      help="Requeue the job when it stops on the signal after saving a checkpoint."),
-        click.option("--max-requeues", type=int, default=_default("max_requeues"), show_default=True),
+        click.option("--max-requeues", type=int, default=_default("max_requeues"), show_default=True,
+                     help="Requeues after preemptions (SLURM_RESTART_COUNT)."),
+        click.option("--max-restarts", type=int, default=_default("max_restarts"), show_default=True,
+                     help="Restarts after a failed rank, within the allocation (hvdtrain run --max-restarts); "
+                          "a budget of their own, apart from --max-requeues."),
         click.option("--mpi-plugin", default=_default("mpi_plugin"), show_default=True,
                      help="srun --mpi plugin (srun launcher)."),
         click.option("--sbatch-arg", "extra", multiple=True, help="More #SBATCH options (repeatable)."),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import sys
@@ -15,10 +14,11 @@ import click
 from hvdtrain.cli.options import defaults_of
 from hvdtrain.errors import HvdtrainError
 from hvdtrain.job.ranks import rank_from_env
-from hvdtrain.job.signals import PREEMPT_SIGNALS, PREEMPTED_EXIT, preempt_signals
+from hvdtrain.job.signals import PREEMPT_SIGNALS
+from hvdtrain.logs import show_log
+from hvdtrain.run.preempt import PREEMPT_SIGNAL_VARIABLE, catch_stop_signals
 from hvdtrain.train.config import AMPS, COMPRESSIONS, DEVICES, LR_SCHEDULES, OPS, OPTIMIZERS, TrainConfig
 from hvdtrain.train.config_file import normalize_config, read_config_file, render_effective
-from hvdtrain.train.preempt import StopRequest
 
 NOT_CONFIG = ("config", "print_config")  # options that are about the config, not in it
 
@@ -101,10 +101,12 @@ _default = defaults_of(TrainConfig)
 @click.option("--auto-resume", is_flag=True,
               help="Resume from --checkpoint-dir when it holds a checkpoint, else start fresh (for batch jobs).")
 @click.option("--preempt-signal", type=click.Choice(PREEMPT_SIGNALS), default=_default("preempt_signal"),
-              show_default=True,
-              help="With --checkpoint-dir: on this signal (and TERM) save the exact step and exit 75.")
+              help=f"On this signal (and TERM) save the exact step (with --checkpoint-dir) and exit 75 "
+                   f"[default: ${PREEMPT_SIGNAL_VARIABLE}, which the sbatch templates set, else USR1].")
 @click.option("--preempt-check-every", type=int, default=_default("preempt_check_every"), show_default=True,
               help="Steps between the all-reduces that let every rank agree to stop.")
+@click.option("--log-every", type=int, default=_default("log_every"), show_default=True,
+              help="Optimizer steps per line of step metrics (loss, LR, samples/s) in metrics.jsonl.")
 @click.option("--keep-checkpoints", type=int, default=_default("keep_checkpoints"), show_default=True,
               help="Keep the newest K checkpoints.")
 @click.option("--resume", is_flag=False, flag_value="", default=None, metavar="[DIR]",
@@ -124,38 +126,17 @@ def train(**options: Any) -> None:
         click.echo(render_effective(options, [name for name in order if name not in NOT_CONFIG]), nl=False)
         return
     # Catch Slurm's warning signal before the slow imports, so one sent during start-up counts.
-    stop = StopRequest(preempt_signals(cfg.preempt_signal)) if cfg.checkpoint_dir and not cfg.elastic else None
-    from hvdtrain.train.preempt import Preempted
+    # The handlers stay until the process exits: a late signal never fails a finished run.
+    catch_stop_signals(os.environ, cfg.preempt_signal)
     from hvdtrain.train.worker import run_worker
 
-    show_training_log()
+    show_log()
     try:
-        run_worker(cfg, os.environ, sys.argv, stop)
+        run_worker(cfg, os.environ, sys.argv)
     except HvdtrainError:
         raise  # raised alike on every rank: one line and exit 2
-    except Preempted:
-        sys.exit(PREEMPTED_EXIT)  # every rank stopped at the same step, and rank 0 saved it
-    except Exception:
+    except Exception:  # not SystemExit: a preemption (exit 75) ends the process as it is
         abort_rank(traceback.format_exc())
-
-
-class _Console(logging.Handler):
-    """The trainer's log as a user reads it: progress lines on stdout, warnings on stderr."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        stream = sys.stderr if record.levelno >= logging.WARNING else sys.stdout
-        prefix = "hvdtrain: warning: " if record.levelno >= logging.WARNING else ""
-        stream.write(f"{prefix}{record.getMessage()}\n")
-        stream.flush()
-
-
-def show_training_log() -> None:
-    """Send ``hvdtrain.train``'s log records to the console (once per process)."""
-    logger = logging.getLogger("hvdtrain.train")
-    logger.setLevel(logging.INFO)
-    logger.propagate = False  # shown once, even when the user's model module configures the root logger
-    if not any(isinstance(handler, _Console) for handler in logger.handlers):
-        logger.addHandler(_Console())
 
 
 def abort_rank(trace: str) -> NoReturn:

@@ -28,8 +28,11 @@ def is_valid_hostname(name: str) -> bool:
     shell would interpret."""
     if _HOSTNAME.match(name):
         return True
+    address, _, scope = name.partition("%")
+    if "%" in name and not (scope.isascii() and scope.isalnum()):  # fe80::1%eth0, never fe80::1%;id
+        return False
     try:
-        ipaddress.ip_address(name)
+        ipaddress.ip_address(address)
     except ValueError:
         return False
     return True

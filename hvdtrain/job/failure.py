@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from hvdtrain.atomic import write_atomic
-from hvdtrain.job.paths import RunPaths
+from hvdtrain.job.paths import RunPaths, claim_run_dir
+from hvdtrain.job.progress import read_progress
 
 _MISSING = re.compile(r"^\s*(?:\[[^\]]*\]<\w+>:)?\s*(\d+)(!?): \[(.*)\]\s*$")
 
@@ -81,9 +83,12 @@ def write_report(paths: RunPaths, report: RankReport) -> None:
 
 
 def read_reports(paths: RunPaths) -> list[RankReport]:
+    """The ranks' reports; one not written by this user is not one of them, and is ignored."""
     reports = []
     for path in paths.reports():
         try:
+            if os.lstat(path).st_uid != os.getuid():
+                continue
             reports.append(RankReport(**json.loads(path.read_text())))
         except (OSError, ValueError, TypeError):
             continue  # a report cut off by a kill: the rank shows up as silent
@@ -133,16 +138,24 @@ def render_failure(failure: Mapping[str, Any], paths: RunPaths) -> str:
     if failure["silent_ranks"]:
         lines.append(f"  no final report from rank(s) {failure['silent_ranks']} (killed with their supervisor?)")
     lines.append(f"  report: {paths.failure}")
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters (terminal escapes, carriage returns) shown as ``?``."""
+    return "".join(char if char.isprintable() or char == "\t" else "?" for char in text)
 
 
 def write_failure_report(paths: RunPaths, np: int, launcher_code: int) -> str:
     """After a failed job: gather the ranks' reports into ``failure.json``; return the summary."""
-    reports = read_reports(paths)
+    # A supervisor killed with its rank wrote no final report: its rank's progress file still says
+    # how far it got (a rank that stops on TERM only at its next step is killed before it does).
+    reports = [report if report.progress is not None else replace(report, progress=read_progress(paths, report.rank))
+               for report in read_reports(paths)]
     missing: dict[int, list[str]] = {}
     for report in reports:
         missing.update(parse_missing_ranks(read_log_lines(report)))
     failure = build_failure(reports, np, launcher_code, missing)
-    paths.root.mkdir(parents=True, exist_ok=True)
+    claim_run_dir(paths.root, os.getuid(), fresh=False)
     write_atomic(paths.failure, json.dumps(failure, indent=2) + "\n")
     return render_failure(failure, paths)

@@ -7,7 +7,9 @@ same set, so whichever of them the user names reaches the training loop.
 
 from __future__ import annotations
 
+import atexit
 import signal
+from collections.abc import Iterable
 
 # Passed on by hvdtrain run to the launcher and by each supervisor to its rank.
 FORWARDED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)
@@ -28,3 +30,18 @@ def preempt_signal_problem(name: str) -> str | None:
 def preempt_signals(name: str) -> tuple[signal.Signals, ...]:
     """The signals the trainer stops on: the named one, and TERM (Slurm's last word)."""
     return tuple(dict.fromkeys((signal.Signals[f"SIG{name}"], signal.SIGTERM)))
+
+
+def ignore_at_exit(signals: Iterable[signal.Signals]) -> None:
+    """Ignore ``signals`` once the interpreter starts to exit: Python puts back the default action
+    (terminate) of every signal it handled when it finalizes, so a warning that lands in a finished
+    process's last moments would otherwise end it with 128 + N, which Slurm counts as a failure.
+    Registered when the handlers are installed, so it runs after every later exit handler
+    (Horovod's shutdown, the user's)."""
+    chosen = tuple(signals)
+
+    def ignore() -> None:
+        for signum in chosen:
+            signal.signal(signum, signal.SIG_IGN)
+
+    atexit.register(ignore)

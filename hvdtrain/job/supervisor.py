@@ -14,6 +14,7 @@ import os
 import selectors
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -24,10 +25,10 @@ from typing import BinaryIO
 
 from hvdtrain.errors import HvdtrainError
 from hvdtrain.job.failure import RankReport, classify_returncode, extract_traceback, write_report
-from hvdtrain.job.paths import RUN_DIR_VARIABLE, RunPaths
+from hvdtrain.job.paths import RUN_DIR_VARIABLE, RunPaths, claim_run_dir
 from hvdtrain.job.progress import read_progress
 from hvdtrain.job.ranks import rank_from_env
-from hvdtrain.job.signals import FORWARDED_SIGNALS
+from hvdtrain.job.signals import FORWARDED_SIGNALS, ignore_at_exit
 
 PR_SET_PDEATHSIG = 1
 KEPT_LINES = 200
@@ -42,8 +43,9 @@ def supervise(command: Sequence[str], run_dir: Path, env: Mapping[str, str]) -> 
     """Run one rank; return its exit status (128 + N when killed by signal N)."""
     rank = rank_from_env(env)
     paths = RunPaths(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    claim_run_dir(run_dir, os.getuid(), fresh=False)  # made by hvdtrain run, or here on a node of its own
     log_path = paths.log(rank)
+    log = open_log(log_path)
     child_env = {**env, RUN_DIR_VARIABLE: str(run_dir), "PYTHONUNBUFFERED": "1"}
     try:
         child = subprocess.Popen(list(command), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -59,9 +61,10 @@ def supervise(command: Sequence[str], run_dir: Path, env: Mapping[str, str]) -> 
 
     for signum in FORWARDED_SIGNALS:  # the same set hvdtrain run passes to the launcher
         signal.signal(signum, forward)
+    ignore_at_exit(FORWARDED_SIGNALS)
     tail: collections.deque[str] = collections.deque(maxlen=KEPT_LINES)
     assert child.stdout is not None and child.stderr is not None
-    with log_path.open("wb") as log:
+    with log:
         copy_output({child.stdout.fileno(): sys.stdout.buffer, child.stderr.fileno(): sys.stderr.buffer}, log, tail)
     code, signame = classify_returncode(child.wait())
     lines = list(tail)
@@ -70,6 +73,17 @@ def supervise(command: Sequence[str], run_dir: Path, env: Mapping[str, str]) -> 
         signal=signame, ended_at=time.time(), last_lines=lines[-20:], traceback=extract_traceback(lines),
         progress=read_progress(paths, rank)))
     return code
+
+
+def open_log(path: Path) -> BinaryIO:
+    """The rank's log, this user's own: appended to (a requeued job keeps the earlier attempt's lines),
+    never through a link, mode 0600."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid() or info.st_nlink != 1:
+        os.close(fd)
+        raise HvdtrainError(f"{path} is not a log file of yours alone", "use a new --output-dir")
+    return os.fdopen(fd, "ab")
 
 
 def copy_output(streams: dict[int, BinaryIO], log: BinaryIO, tail: collections.deque[str]) -> None:

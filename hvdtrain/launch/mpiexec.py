@@ -5,7 +5,7 @@ hvdtrain's Horovod is built against Open MPI; this builder serves sites whose Ho
 
 from __future__ import annotations
 
-from hvdtrain.launch.plan import LaunchPlan, Part
+from hvdtrain.launch.plan import ENV_REASONS, LaunchPlan, Part
 
 
 def mpiexec_parts(plan: LaunchPlan) -> list[Part]:
@@ -19,7 +19,7 @@ def mpiexec_parts(plan: LaunchPlan) -> list[Part]:
     if plan.env_names:
         parts.append(Part(("-genvlist", ",".join(plan.env_names)), "forward these variables to every rank"))
     for name, value in plan.all_env_values:
-        parts.append(Part(("-genv", name, value), "set in every rank"))
+        parts.append(Part(("-genv", name, value), ENV_REASONS.get(name, "set in every rank")))
     if plan.tag_output:
         parts.append(Part(("-prepend-rank",), "prefix each output line with the rank"))
     if plan.launcher_args:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hvdtrain.launch.plan import ENV_REASONS, LaunchPlan, Part
+from hvdtrain.launch.plan import ENV_REASONS, LaunchPlan, Part, forward_reason
 
 # With Open MPI's default busy-polling a rank waiting in the all-reduce spins on a core another
 # rank computes on. Yielding when idle and not binding ranks to cores made the built-in CNN train
@@ -28,7 +28,7 @@ def mpirun_parts(plan: LaunchPlan, mpirun: str = "mpirun") -> list[Part]:
     if plan.network_interface:
         for component in ("oob_tcp_if_include", "btl_tcp_if_include"):
             parts.append(Part(("--mca", component, plan.network_interface), "the network the ranks talk over"))
-    parts += [Part(("-x", name), "forward this variable to every rank") for name in plan.env_names]
+    parts += [Part(("-x", name), f"forward: {forward_reason(name)}") for name in plan.env_names]
     parts += [Part(("-x", f"{name}={value}"), ENV_REASONS.get(name, "set in every rank"))
               for name, value in plan.all_env_values]
     if plan.tag_output:

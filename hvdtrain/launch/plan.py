@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,9 +58,26 @@ def switch_flags(upstream: Sequence[HorovodSwitch] = ()) -> tuple[str, ...]:
     hvdtrain's for the others (so the user's environment does not decide a benchmark's column)."""
     return tuple(arg for switch in SWITCHES
                  for arg in (switch.option, switch.upstream if switch in upstream else switch.default))
-# Environment the ranks need; forwarded by name (with its current value) when set.
-FORWARDED_ENV = ("PATH", "LD_LIBRARY_PATH", "PYTHONPATH", "VIRTUAL_ENV", "OMP_NUM_THREADS", "HOROVOD_*",
-                 *(switch.variable for switch in SWITCHES), BIND_VARIABLE)
+# Environment the ranks need, forwarded by name (with the caller's value) when set, and why (--explain).
+FORWARDED_ENV = {
+    "PATH": "programs: the ranks run this install's hvdtrain and python",
+    "LD_LIBRARY_PATH": "shared libraries (MPI, CUDA, NCCL) where the caller finds them",
+    "PYTHONPATH": "your modules, where the caller imports them",
+    "VIRTUAL_ENV": "the virtualenv the caller runs in",
+    "HOROVOD_*": "Horovod's settings",
+    "HVDTRAIN_*": "hvdtrain's settings (patch switches, core binding, preemption signal, trackers)",
+    "NCCL_*": "NCCL's settings: network interface, debug output, protocols of the GPU all-reduce",
+    "UCX_*": "UCX's transports (InfiniBand, shared memory)",
+    "FI_*": "libfabric's providers (EFA, Slingshot)",
+    "CUDA_*": "CUDA's settings (not CUDA_VISIBLE_DEVICES: each node's scheduler sets its own)",
+    "TORCH_*": "torch's settings",
+    "PYTORCH_*": "PyTorch's settings (CUDA allocator, ...)",
+    "OMP_*": "OpenMP's threads",
+    "MKL_*": "MKL's threads",
+    "WANDB_*": "Weights & Biases",
+    "MLFLOW_*": "MLflow's tracking server and experiment",
+}
+NOT_FORWARDED = ("CUDA_VISIBLE_DEVICES",)  # the GPUs of the caller's node mean nothing on another node
 LAUNCHERS = ("mpirun", "horovodrun", "srun", "mpiexec")
 # End a job whose ranks wait this long for one that never joins a collective (0: only warn).
 DEFAULT_STALL_TIMEOUT_S = 300
@@ -118,14 +135,21 @@ class LaunchPlan:
         if not self.command:
             raise HvdtrainError("no command to launch", "put it after --, e.g. hvdtrain run -np 2 -- hvdtrain train")
         check_np(self.np, self.hosts, self.oversubscribe)
+        if self.network_interface is not None and not _INTERFACE.fullmatch(self.network_interface):
+            raise HvdtrainError(f"--network-interface {self.network_interface!r} is not a network interface name",
+                                "use a name `ip link` shows, e.g. ib0 or eth0")
         if self.elastic is not None:
             self.elastic.check(self.np)
 
     @property
     def all_env_values(self) -> tuple[tuple[str, str], ...]:
-        """-x values plus the Horovod settings hvdtrain controls (timeline, stall shutdown)."""
+        """-x values plus the settings hvdtrain controls (timeline, stall shutdown, and the network
+        interface for NCCL and Gloo unless the caller set those variables, which go as they are)."""
         timeline = (("HOROVOD_TIMELINE", str(self.timeline)),) if self.timeline else ()
-        return self.env_values + timeline + stall_settings(self.stall_timeout)
+        given = {*self.env_names, *(name for name, _ in self.env_values)}
+        interface = tuple((name, self.network_interface) for name in ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME")
+                          if self.network_interface and name not in given)
+        return self.env_values + timeline + stall_settings(self.stall_timeout) + interface
 
     @property
     def rank_command(self) -> Part:
@@ -157,7 +181,11 @@ ENV_REASONS = {
     **{switch.variable: switch.why for switch in SWITCHES},
     BIND_VARIABLE: "the launcher binds nothing; each rank binds itself and its threads to an even share of "
                    "its node's cores (0: no binding)",
+    "NCCL_SOCKET_IFNAME": "NCCL's bootstrap and socket traffic over the --network-interface (else it may pick an "
+                          "interface the other nodes cannot reach, and hang)",
+    "GLOO_SOCKET_IFNAME": "Gloo's traffic over the --network-interface",
 }
+_INTERFACE = re.compile(r"[A-Za-z0-9_.:-]{1,15}")  # a Linux interface name (IFNAMSIZ - 1)
 
 
 def horovod_tuning(fusion_threshold_mb: float | None, cycle_time_ms: float | None,
@@ -205,30 +233,45 @@ def flatten(parts: Sequence[Part]) -> list[str]:
     return [arg for part in parts for arg in part.args]
 
 
+# Search paths: an empty entry means the working folder, which a rank must never search by accident.
+PATH_VARIABLES = ("PATH", "LD_LIBRARY_PATH", "PYTHONPATH")
+
+
 def launch_env(env: Mapping[str, str], python: str) -> dict[str, str]:
     """The launcher's environment: this install's ``bin`` first on PATH, so ``horovodrun`` and the
-    ranks' ``hvdtrain`` resolve to the same virtualenv as the ``hvdtrain`` that launched them."""
+    ranks' ``hvdtrain`` resolve to the same virtualenv as the ``hvdtrain`` that launched them; no
+    empty entry in any search path."""
+    cleaned = {name: [part for part in env[name].split(":") if part] for name in PATH_VARIABLES if name in env}
     bin_dir = str(Path(python).parent)
-    parts = [part for part in env.get("PATH", "").split(":") if part]
-    if bin_dir not in parts:
-        parts.insert(0, bin_dir)
-    return {**env, "PATH": ":".join(parts)}
+    path = cleaned.setdefault("PATH", [])
+    if bin_dir not in path:
+        path.insert(0, bin_dir)
+    return {**env, **{name: ":".join(parts) for name, parts in cleaned.items()}}
 
 
-def select_env_names(env: Mapping[str, str], patterns: tuple[str, ...] = FORWARDED_ENV) -> tuple[str, ...]:
+def select_env_names(env: Mapping[str, str], patterns: Iterable[str] = FORWARDED_ENV) -> tuple[str, ...]:
     """The names in ``env`` that match the forwarding patterns, sorted for a stable argv."""
-    return tuple(sorted(name for name in env if any(fnmatch.fnmatchcase(name, p) for p in patterns)))
+    chosen = tuple(patterns)
+    return tuple(sorted(name for name in env if name not in NOT_FORWARDED
+                        and any(fnmatch.fnmatchcase(name, pattern) for pattern in chosen)))
+
+
+def forward_reason(name: str) -> str:
+    """Why ``name`` is forwarded, for --explain."""
+    return next((why for pattern, why in FORWARDED_ENV.items() if fnmatch.fnmatchcase(name, pattern)),
+                "you asked for it (-x)")
 
 
 def parse_env_flags(flags: Sequence[str]) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
-    """``-x NAME`` forwards a variable, ``-x NAME=VALUE`` sets one; names must be valid."""
+    """``-x NAME`` forwards a variable, ``-x PREFIX_*`` every one that starts so, ``-x NAME=VALUE``
+    sets one; names must be valid."""
     names: list[str] = []
     values: list[tuple[str, str]] = []
     for flag in flags:
         name, sep, value = flag.partition("=")
-        if not _ENV_NAME.match(name):
+        if not _ENV_NAME.match(name.removesuffix("*") if not sep else name):
             raise HvdtrainError(f"-x {flag!r}: {name!r} is not an environment variable name",
-                                "use -x NAME or -x NAME=VALUE with letters, digits and _")
+                                "use -x NAME, -x PREFIX_* or -x NAME=VALUE with letters, digits and _")
         if sep:
             values.append((name, value))
         else:
@@ -253,7 +296,10 @@ def build_plan(np: int, hosts: tuple[Host, ...] | None, command: tuple[str, ...]
     else:
         chosen, source = (Host("localhost", max(np, 1)),), "default"
     names, values = parse_env_flags(env_flags)
-    forwarded = tuple(sorted(set(select_env_names(env)) | set(names)))
+    patterns = [name for name in names if name.endswith("*")]
+    exact = {name for name in names if not name.endswith("*")}
+    set_here = {name for name, _ in values}  # -x NAME=VALUE wins over the caller's NAME
+    forwarded = tuple(sorted((set(select_env_names(env, [*FORWARDED_ENV, *patterns])) | exact) - set_here))
     return LaunchPlan(np=np, hosts=chosen, command=command, hosts_from=source, env_names=forwarded,
                       env_values=values, as_root=uid == 0, supervisor=supervisor, stall_timeout=stall_timeout,
                       tag_output=tag_output,

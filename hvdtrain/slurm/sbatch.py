@@ -20,7 +20,9 @@ from hvdtrain.job.signals import DEFAULT_PREEMPT_SIGNAL, PREEMPTED_EXIT, preempt
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 LAUNCHERS = ("mpirun", "srun", "horovodrun")
-_TIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$")
+_TIME = re.compile(r"(\d+-)?\d+(:\d{1,2}){0,2}")
+# srun --mpi plugins (srun --mpi=list): none, pmi2, cray_shasta, pmix and its versions.
+_MPI_PLUGIN = re.compile(r"none|pmi2|cray_shasta|pmix(_v\d+)?")
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class SbatchSpec:
     signal_lead_s: int = 120
     requeue: bool = True
     max_requeues: int = 3
+    max_restarts: int = 0  # hvdtrain run --max-restarts: restarts after a failed rank, in the allocation
     mpi_plugin: str = "pmix"
     run_dir: str = DEFAULT_RUNS_DIR
     extra: tuple[str, ...] = ()  # more #SBATCH arguments, e.g. --exclusive
@@ -61,13 +64,27 @@ class SbatchSpec:
                 raise HvdtrainError(f"{flag} {value} must be at least 1", f"use {flag} 1 or more")
         if self.max_requeues < 0:
             raise HvdtrainError(f"--max-requeues {self.max_requeues} is negative", "use 0 to never requeue")
-        if self.time is not None and not _TIME.match(self.time):
+        if self.max_restarts < 0:
+            raise HvdtrainError(f"--max-restarts {self.max_restarts} is negative", "use 0 to never restart")
+        for flag, text in (("--job-name", self.job_name), ("--partition", self.partition),
+                           ("--account", self.account), ("--output", self.output), ("--error", self.error)):
+            if text is not None and any(ord(char) < 32 or ord(char) == 127 for char in text):
+                # An #SBATCH line is not shell: quoting cannot stop a newline from starting a line of code.
+                raise HvdtrainError(f"{flag} {text!r} holds a newline or another control character",
+                                    f"give {flag} a value on one line, without control characters")
+        if "/" in self.job_name:
+            raise HvdtrainError(f"--job-name {self.job_name!r} holds a /",
+                                "name the job with letters, digits, - and _ (it names a file in hvdtrain-runs/)")
+        if not _MPI_PLUGIN.fullmatch(self.mpi_plugin):
+            raise HvdtrainError(f"--mpi-plugin {self.mpi_plugin!r} is not a Slurm MPI plugin",
+                                "use pmix, pmix_v4, pmi2, cray_shasta or none (srun --mpi=list shows yours)")
+        if self.time is not None and not _TIME.fullmatch(self.time):
             raise HvdtrainError(f"--time {self.time!r} is not a Slurm time", "e.g. 1:00:00, 90, or 2-00:00:00")
         problem = preempt_signal_problem(self.signal)
         if problem:
             raise HvdtrainError(f"--signal {problem}", f"use --signal {DEFAULT_PREEMPT_SIGNAL}")
         for arg in self.extra:
-            if not arg.startswith("--") or "\n" in arg:
+            if not arg.startswith("--") or any(ord(char) < 32 or ord(char) == 127 for char in arg):
                 raise HvdtrainError(f"--sbatch-arg {arg!r} is not one sbatch option", "e.g. --sbatch-arg=--exclusive")
 
     @property
@@ -143,8 +160,9 @@ def read_template(launcher: str, path: Path | None) -> str:
 
 
 def trainer_signal(command: tuple[str, ...]) -> str | None:
-    """The signal an ``hvdtrain train`` in ``command`` stops on, or None when the command is no
-    such trainer or its signal cannot be known here (it comes from a --config file)."""
+    """The signal an ``hvdtrain train`` in ``command`` was told to stop on (--preempt-signal), or
+    None when it was not (it then stops on the job's, which the templates export), when the command
+    is no such trainer, or when its signal cannot be known here (it comes from a --config file)."""
     args = list(command)
     starts = [i for i in range(1, len(args)) if args[i] == "train" and Path(args[i - 1]).name == "hvdtrain"]
     if not starts or "--config" in args[starts[0]:]:
@@ -155,7 +173,7 @@ def trainer_signal(command: tuple[str, ...]) -> str | None:
             return options[index + 1]
         if arg.startswith("--preempt-signal="):
             return arg.split("=", 1)[1]
-    return DEFAULT_PREEMPT_SIGNAL
+    return None
 
 
 def signal_mismatch(spec: SbatchSpec) -> tuple[str, str] | None:

@@ -55,8 +55,9 @@ class TrainConfig:
     elastic: bool = False
     commit_every: int = 50
     auto_resume: bool = False
-    preempt_signal: str = DEFAULT_PREEMPT_SIGNAL
+    preempt_signal: str | None = None  # None: $HVDTRAIN_PREEMPT_SIGNAL, else USR1
     preempt_check_every: int = 20
+    log_every: int = 10
 
     def as_plain_dict(self) -> dict[str, Any]:
         """Every field as plain data (paths as strings), for checkpoints and run.json."""
@@ -78,9 +79,10 @@ class TrainConfig:
         _positive("--keep-checkpoints", self.keep_checkpoints)
         _positive("--commit-every", self.commit_every)
         _positive("--preempt-check-every", self.preempt_check_every)
+        _positive("--log-every", self.log_every)
         if self.auto_resume and self.checkpoint_dir is None:
             raise HvdtrainError("--auto-resume needs --checkpoint-dir", "add --checkpoint-dir DIR")
-        problem = preempt_signal_problem(self.preempt_signal)
+        problem = preempt_signal_problem(self.preempt_signal) if self.preempt_signal is not None else None
         if problem:
             raise HvdtrainError(f"--preempt-signal {problem}", f"use --preempt-signal {DEFAULT_PREEMPT_SIGNAL}")
         if not self.bucket_mb >= 0:
@@ -88,6 +90,11 @@ class TrainConfig:
                                 "use --bucket-mb 0 to reduce gradients tensor by tensor, or e.g. 25")
         if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
             raise HvdtrainError(f"--clip-grad-norm {self.clip_grad_norm} must be greater than 0", "e.g. 1.0")
+        if self.op == "adasum" and (self.clip_grad_norm is not None or self.amp == "fp16"):
+            # Horovod's Adasum optimizer steps inside the backward hook, on gradients not yet clipped
+            # or unscaled, and refuses skip_synchronize(): the combination would crash at the first step.
+            raise HvdtrainError("--op adasum cannot clip gradients or scale the loss (--clip-grad-norm, --amp fp16)",
+                                "use --op average with them, or drop them with --op adasum")
         _choice("--optimizer", self.optimizer, OPTIMIZERS)
         _choice("--device", self.device, DEVICES)
         _choice("--compression", self.compression, COMPRESSIONS)
@@ -111,11 +118,22 @@ def scaled_lr(base_lr: float, world_size: int, scaling: bool) -> float:
     return base_lr * world_size if scaling else base_lr
 
 
-def lr_at(step: int, steps_per_epoch: int, cfg: TrainConfig, world_size: int) -> float:
-    """LR for an optimizer step: linear warmup from the one-rank LR to the scaled LR, then the
-    schedule: constant, cosine decay to 0, or step (x0.1 at 1/2 and again at 3/4 of training).
-    Adasum combines gradients without averaging them, so its LR is not scaled."""
-    target = scaled_lr(cfg.lr, world_size, cfg.lr_scaling and cfg.op != "adasum")
+def lr_scale(cfg: TrainConfig, world_size: int, local_size: int, on_gpu: bool) -> int:
+    """What the one-rank LR is multiplied by: the number of ranks (their gradients are averaged);
+    with Adasum, which combines gradients without averaging them, 1, except on GPUs, where
+    Horovod's Adasum averages within a node first, so its guide scales by the ranks per node."""
+    if not cfg.lr_scaling:
+        return 1
+    if cfg.op == "adasum":
+        return local_size if on_gpu else 1
+    return world_size
+
+
+def lr_at(step: int, steps_per_epoch: int, cfg: TrainConfig, scale: int) -> float:
+    """LR for an optimizer step: linear warmup from the one-rank LR to ``scale`` times it
+    (``lr_scale``), then the schedule: constant, cosine decay to 0, or step (x0.1 at 1/2 and
+    again at 3/4 of training)."""
+    target = scaled_lr(cfg.lr, scale, True)
     warmup_steps = cfg.warmup_epochs * steps_per_epoch
     if step < warmup_steps:
         return cfg.lr + (target - cfg.lr) * step / warmup_steps
@@ -150,11 +168,39 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0))
 
 
-def choose_device(requested: str, cuda_available: bool, local_rank: int, amp: str = "none") -> str:
-    """``cuda:<local_rank>`` when CUDA is asked for (or auto and present), else ``cpu``."""
-    if requested == "cuda" and not cuda_available:
+@dataclass(frozen=True)
+class VisibleGpus:
+    """The GPUs a rank can see: how many (``torch.cuda.device_count()``), and whether the scheduler
+    gave this rank exactly one (CUDA_VISIBLE_DEVICES naming one device: Slurm's per-task binding)."""
+
+    count: int = 0
+    bound_per_task: bool = False
+
+
+def detect_gpus(env: Mapping[str, str]) -> VisibleGpus:
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    named = [item for item in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if item.strip()]
+    return VisibleGpus(count, len(named) == 1)
+
+
+def choose_device(requested: str, gpus: VisibleGpus, local_rank: int, local_size: int, amp: str = "none") -> str:
+    """The device this rank trains on: ``cuda:<local_rank>`` when the node's ranks see at least one
+    GPU each; ``cuda:0`` when the scheduler bound one GPU to this rank; anything else would put
+    two ranks on one GPU, and is refused with the fix."""
+    if requested == "cuda" and gpus.count == 0:
         raise HvdtrainError("--device cuda but torch sees no CUDA device", "use --device cpu or auto")
-    device = f"cuda:{local_rank}" if requested == "cuda" or (requested == "auto" and cuda_available) else "cpu"
+    if requested == "cpu" or gpus.count == 0:
+        device = "cpu"
+    elif gpus.count >= local_size:
+        device = f"cuda:{local_rank}"
+    elif gpus.count == 1 and gpus.bound_per_task:
+        device = "cuda:0"
+    else:
+        raise HvdtrainError(f"{local_size} ranks on this node but this rank sees {gpus.count} GPU(s): two ranks "
+                            "would share one", "ask for as many GPUs as tasks per node (sbatch --gpus-per-node, or "
+                            "--gpus-per-task 1), start fewer ranks per node, or use --device cpu")
     if amp == "fp16" and device == "cpu":
         raise HvdtrainError("--amp fp16 needs a CUDA device", "use --amp bf16 on CPU")
     return device

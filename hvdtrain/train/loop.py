@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import itertools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -15,7 +14,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
-from hvdtrain.train.config import TrainConfig, epoch_seed, lr_at
+from hvdtrain.run.run import Run
+from hvdtrain.train.config import TrainConfig, epoch_seed, lr_at, lr_scale
 from hvdtrain.train.data import DataSplit, Samples, val_shard
 from hvdtrain.train.dist import Dist, elastic_sampler
 from hvdtrain.train.steps import StepCallback, StepEnd
@@ -114,86 +114,86 @@ def optimizer_step(optimizer: torch.optim.Optimizer, model: nn.Module, rt: Runti
 
 
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader[Batch],
-                lr_for_step: Callable[[int], float], rt: Runtime, epoch: int,
-                skip_steps: int = 0) -> tuple[float, int, float]:
-    """One pass over this rank's shard, after the ``skip_steps`` a preempted run already did;
-    returns (sum of sample losses, samples, last LR). A step callback may end the epoch early by
-    raising (``Preempted``)."""
+                lr_for_step: Callable[[int], float], rt: Runtime, run: Run) -> tuple[torch.Tensor, int]:
+    """What is left of this epoch's pass over this rank's shard (``run.batches`` skips what a
+    preempted run already did, and stops every rank at the same step on a signal); returns (sum
+    of sample losses, still on the device, and samples)."""
     model.train()
     accumulate = rt.cfg.accumulate
     steps = steps_per_epoch(loader, accumulate)  # micro-batches short of a whole step are skipped
-    batches = itertools.islice(loader, skip_steps * accumulate, steps * accumulate)
-    loss_sum, samples, lr = 0.0, 0, 0.0
-    for step in range(skip_steps, steps):
-        optimizer.zero_grad()
-        step_samples = 0
-        for _ in range(accumulate):  # micro-steps: gradients add up; Horovod reduces once, in step()
-            x, y = next(batches)
-            x, y = x.to(rt.device), y.to(rt.device)
-            with rt.autocast():
-                loss = rt.data.loss(model(x), y)
-            scaled = loss / accumulate
-            (rt.scaler.scale(scaled) if rt.scaler is not None else scaled).backward()
-            loss_sum += loss.item() * len(y)
-            step_samples += len(y)
-        lr = lr_for_step(step)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=rt.device)
+    samples = step_samples = 0
+    for x, y in run.batches(loader, limit=steps * accumulate):
+        micro = run.batch % accumulate  # micro-steps: gradients add up; Horovod reduces once, in step()
+        if micro == 0:
+            optimizer.zero_grad()
+            step_samples = 0
+        x, y = x.to(rt.device), y.to(rt.device)
+        with rt.autocast():
+            loss = rt.data.loss(model(x), y)
+        scaled = loss / accumulate
+        (rt.scaler.scale(scaled) if rt.scaler is not None else scaled).backward()
+        loss_sum += loss.detach() * len(y)  # no .item(): the CPU does not wait for the GPU here
+        step_samples += len(y)
+        run.log(loss=loss)
+        if micro < accumulate - 1:
+            continue
+        step = run.batch // accumulate
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr_for_step(step)
         optimizer_step(optimizer, model, rt)
         samples += step_samples
         for callback in rt.on_step:
-            callback(StepEnd(epoch=epoch, step=step + 1, steps=steps, samples=step_samples))
-    return loss_sum, samples, lr
+            callback(StepEnd(epoch=run.epoch, step=step + 1, steps=steps, samples=step_samples))
+    return loss_sum, samples
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader[Batch], rt: Runtime) -> tuple[float, float]:
-    """Validation loss and metric over the whole set, exactly: sums across ranks, then divide."""
+    """Validation loss and metric over the whole set, exactly: sums across ranks, then divide. The
+    sums stay on the device until the one all-reduce."""
     model.eval()
-    totals = torch.zeros(3, dtype=torch.float64)
+    totals = torch.zeros(3, dtype=torch.float64, device=rt.device)
     for x, y in loader:
         x, y = x.to(rt.device), y.to(rt.device)
         with rt.autocast():
             outputs = model(x)
         outputs = outputs.float()
-        totals[0] += rt.data.loss(outputs, y).item() * len(y)
-        totals[1] += rt.data.metric(outputs, y).sum().item()
+        totals[0] += rt.data.loss(outputs, y) * len(y)
+        totals[1] += rt.data.metric(outputs, y).sum()
         totals[2] += len(y)
-    loss_sum, score, count = rt.dist.allreduce_sum(totals, name="val_totals").tolist()
+    loss_sum, score, count = rt.dist.allreduce_sum(totals.cpu(), name="val_totals").tolist()
     return loss_sum / count, score / count
 
 
 def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: DataLoader[Batch],
-        val_loader: DataLoader[Batch], rt: Runtime, start_epoch: int,
-        start_step: int = 0) -> Iterator[tuple[EpochMetrics, Throughput]]:
-    """Train epochs ``start_epoch+1 .. cfg.epochs`` (the first from step ``start_step``), yielding
-    each epoch's metrics when it ends."""
+        val_loader: DataLoader[Batch], rt: Runtime, run: Run) -> Iterator[tuple[EpochMetrics, Throughput]]:
+    """Train the epochs ``run`` has left (the first from where it stopped), yielding each epoch's
+    metrics when it ends."""
     cfg, dist = rt.cfg, rt.dist
     started = time.perf_counter()
     steps = steps_per_epoch(train_loader, cfg.accumulate)
-    for epoch in range(start_epoch, cfg.epochs):
-        # Same sample order and randomness for epoch e whether or not the run was resumed. (The
-        # elastic sampler moves to the next epoch when one ends, keeping a half-done epoch's place.)
-        if not rt.elastic:
-            train_loader.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
+    scale = lr_scale(cfg, dist.size, dist.local_size, rt.device.startswith("cuda"))
+    for epoch in run.epochs(cfg.epochs):
+        # Same randomness for epoch e whether or not the run was resumed (the sampler's order is
+        # set by run.batches).
         torch.manual_seed(epoch_seed(cfg.seed, epoch, dist.rank))
 
         def lr_for_step(step: int, first: int = epoch * steps) -> float:
-            return lr_at(first + step, steps, cfg, dist.size)
+            return lr_at(first + step, steps, cfg, scale)
 
         tic = time.perf_counter()
-        skip, start_step = start_step, 0
-        loss_sum, samples, lr = train_epoch(model, optimizer, train_loader, lr_for_step, rt, epoch, skip)
+        loss_sum, samples = train_epoch(model, optimizer, train_loader, lr_for_step, rt, run)
         seconds = time.perf_counter() - tic
 
         # Horovod: one all-reduce turns per-rank sums into global training metrics.
-        totals = dist.allreduce_sum(torch.tensor([loss_sum, float(samples)], dtype=torch.float64),
-                                    name="train_totals")
-        global_loss, global_samples = totals.tolist()
+        local = torch.stack([loss_sum.cpu(), torch.tensor(float(samples), dtype=torch.float64)])
+        global_loss, global_samples = dist.allreduce_sum(local, name="train_totals").tolist()
         last = epoch + 1 == cfg.epochs
         val_loss, val_acc = evaluate(model, val_loader, rt) if last or (epoch + 1) % cfg.eval_every == 0 \
             else (None, None)
         speed = Throughput(int(global_samples), seconds)
         yield EpochMetrics(epoch=epoch + 1, train_loss=global_loss / max(global_samples, 1.0),
-                           val_loss=val_loss, val_acc=val_acc, lr=lr, samples_per_sec=speed.per_sec,
-                           world_size=dist.size, elapsed_s=time.perf_counter() - started), speed
+                           val_loss=val_loss, val_acc=val_acc, lr=optimizer.param_groups[0]["lr"],
+                           samples_per_sec=speed.per_sec, world_size=dist.size,
+                           elapsed_s=time.perf_counter() - started), speed

@@ -1,4 +1,4 @@
-"""``hvdtrain plot``: metrics.jsonl -> one PNG (loss, accuracy and throughput per epoch)."""
+"""``hvdtrain plot``: metrics.jsonl -> one PNG (loss per step; loss, accuracy and throughput per epoch)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 
 from hvdtrain.errors import HvdtrainError
 
-FIGSIZE_IN = (12.0, 4.0)
-DPI = 100  # 1200 x 400 pixels
+FIGSIZE_IN = (16.0, 4.0)
+DPI = 100  # 1600 x 400 pixels
 
 
 def read_metrics(out_dir: Path) -> list[dict[str, Any]]:
@@ -28,9 +28,9 @@ def read_metrics(out_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _series(rows: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
-    points = [(row["epoch"], row[key]) for row in rows if row.get(key) is not None]
-    return [epoch for epoch, _ in points], [value for _, value in points]
+def _series(rows: list[dict[str, Any]], key: str, x: str = "epoch") -> tuple[list[int], list[float]]:
+    points = [(row[x], row[key]) for row in rows if row.get(key) is not None and x in row]
+    return [place for place, _ in points], [value for _, value in points]
 
 
 def plot_metrics(rows: list[dict[str, Any]], path: Path, title: str) -> None:
@@ -39,14 +39,16 @@ def plot_metrics(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (loss, accuracy, speed) = plt.subplots(1, 3, figsize=FIGSIZE_IN, dpi=DPI)
+    figure, (steps, loss, accuracy, speed) = plt.subplots(1, 4, figsize=FIGSIZE_IN, dpi=DPI)
+    steps.plot(*_series(rows, "loss", x="step"), color="tab:blue")
+    steps.set(title="training loss", xlabel="optimizer step")
     loss.plot(*_series(rows, "train_loss"), marker="o", label="train")
     loss.plot(*_series(rows, "val_loss"), marker="o", label="validation")
     loss.set(title="loss", xlabel="epoch")
     loss.legend()
     accuracy.plot(*_series(rows, "val_acc"), marker="o", color="tab:green")
     accuracy.set(title="validation accuracy", xlabel="epoch", ylim=(0, 1))
-    speed.bar(*_series(rows, "samples_per_sec"), color="tab:gray")
+    speed.bar(*_series([row for row in rows if "train_loss" in row], "samples_per_sec"), color="tab:gray")
     speed.set(title=f"samples/s ({rows[-1].get('world_size', '?')} ranks)", xlabel="epoch")
     figure.suptitle(title)
     figure.tight_layout()

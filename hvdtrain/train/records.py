@@ -1,4 +1,4 @@
-"""What rank 0 writes to ``--out``: metrics.jsonl, summary.json, model.pt and run.json."""
+"""What rank 0 writes to ``--out`` besides ``hvdtrain.Run``'s files: summary.json, model.pt and run.json."""
 
 from __future__ import annotations
 
@@ -45,13 +45,10 @@ def _fmt(value: float | None) -> str:
 
 
 def report_epoch(metrics: EpochMetrics, cfg: TrainConfig) -> None:
-    """One concise line per epoch, and one JSON line in ``metrics.jsonl``."""
+    """One concise line per epoch (its line in ``metrics.jsonl`` is ``hvdtrain.Run``'s)."""
     log.info(f"epoch {metrics.epoch}/{cfg.epochs}  train_loss {metrics.train_loss:.4f}  "
              f"val_loss {_fmt(metrics.val_loss)}  val_acc {_fmt(metrics.val_acc)}  lr {metrics.lr:.4g}  "
              f"{metrics.samples_per_sec:,.0f} samples/s  ({metrics.world_size} ranks, {metrics.elapsed_s:.1f}s)")
-    if cfg.out is not None:
-        with (cfg.out / "metrics.jsonl").open("a") as handle:
-            handle.write(json.dumps(asdict(metrics)) + "\n")
 
 
 def report_summary(summary: Summary, model: nn.Module, cfg: TrainConfig) -> None:

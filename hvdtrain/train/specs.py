@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 import os
 import sys
@@ -19,10 +20,14 @@ def is_spec(text: str) -> bool:
 
 
 def load_callable(spec: str, flag: str) -> Callable[..., Any]:
-    """Import ``pkg.module:function`` (``is_spec``) from the working directory or PYTHONPATH."""
+    """Import ``pkg.module:function`` (``is_spec``) from PYTHONPATH or the working directory. The
+    working directory comes after the installed packages, and Horovod is imported first: a
+    ``horovod/`` or ``torch/`` folder where the job starts cannot take their place."""
     module_name, _, function_name = spec.partition(":")
+    if importlib.util.find_spec("horovod") is not None:
+        importlib.import_module("horovod.torch")
     if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+        sys.path.append(os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:

@@ -1,8 +1,8 @@
 """What happens after each optimizer step, as one list of callbacks (``Runtime.on_step``).
 
-Each callback takes a ``StepEnd``. The worker builds the list: the progress file for failure
-reports, the preemption check (which ends the epoch by raising ``Preempted``), Horovod elastic's
-commits, and a progress bar on an interactive rank 0.
+Each callback takes a ``StepEnd``. The worker builds the list: Horovod elastic's commits, and a
+progress bar on an interactive rank 0. (Progress for failure reports, and the preemption check,
+are ``hvdtrain.Run``'s.)
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
-
-from hvdtrain.job.progress import ProgressFile
 
 
 @dataclass(frozen=True)
@@ -30,14 +28,6 @@ class StepEnd:
 
 
 StepCallback = Callable[[StepEnd], None]
-
-
-def record_progress(progress: ProgressFile) -> StepCallback:
-    """Leave the last finished step in the run directory; the epoch's end is written at once."""
-    def callback(end: StepEnd) -> None:
-        progress.update(end.epoch + 1, end.step, force=end.last_of_epoch)
-
-    return callback
 
 
 class ProgressBar:
