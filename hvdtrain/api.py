@@ -25,8 +25,7 @@ from hvdtrain.errors import HvdtrainError
 from hvdtrain.logs import show_log
 from hvdtrain.run.preempt import catch_stop_signals
 from hvdtrain.run.run import Run
-from hvdtrain.train.buckets import DEFAULT_BUCKET_MB
-from hvdtrain.train.config import choose_device, claim_cores, detect_gpus
+from hvdtrain.train.config import DEFAULT_BUCKET_MB, choose_device, claim_cores, detect_gpus
 from hvdtrain.train.dist import Dist, ReduceOptions, init_dist
 
 __all__ = ["Context", "Run", "average", "current_dist", "is_root", "setup", "shard", "wrap_optimizer"]

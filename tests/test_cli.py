@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 from conftest import cli, hvdtrain
@@ -93,3 +95,15 @@ def test_hostfile_convert_then_show_round_trips(tmp_path, fmt):
     shown = cli("hostfile", "show", str(converted))
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout == source.read_text().replace("gpu1.cluster.example.org", "gpu1.cluster.example.org slots=1")
+
+
+@pytest.mark.parametrize("command", [("hostfile", "show", "{hostfile}"), ("supervise", "--help"), ("--help",)])
+def test_commands_that_do_not_train_import_neither_torch_nor_horovod(command, tmp_path):
+    hostfile = tmp_path / "hosts"
+    hostfile.write_text("node1 slots=2\n")
+    argv = [arg.replace("{hostfile}", str(hostfile)) for arg in command]
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "hvdtrain", *argv], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert "hvdtrain.cli.main" in imported and not imported & {"torch", "horovod", "mlflow", "tensorboard"}

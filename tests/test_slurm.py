@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from conftest import HVDTRAIN, check_golden, cli, hvdtrain
 
+from hvdtrain.cli.slurm import write_record
+from hvdtrain.errors import HvdtrainError
 from hvdtrain.slurm.sbatch import SbatchSpec, lint_script, read_template, render_script
 
 pytestmark = pytest.mark.mpi
@@ -151,5 +153,25 @@ def test_submit_wait_reports_a_failed_job(slurm_env, tmp_path):
 def test_dry_run_submits_nothing(tmp_path):
     done = cli("slurm", "submit", "--dry-run", "--", "true", cwd=tmp_path)  # no cluster needed, none started
     assert done.returncode == 0 and done.stdout.startswith("#!/bin/bash")
-    assert "# would run: sbatch --parsable hvdtrain-runs/hvdtrain-" in done.stdout
+    assert "# would run: sbatch --parsable < hvdtrain-runs/hvdtrain-" in done.stdout
     assert not (tmp_path / "hvdtrain-runs").exists()
+
+
+def test_submit_gives_sbatch_the_rendered_script_whatever_is_planted_in_its_place(slurm_env, tmp_path):
+    """A group member who links every name the record could get to a script of theirs runs nothing:
+    the record is created exclusively (refused if taken), and sbatch reads the text from stdin."""
+    done = _submit(slurm_env, tmp_path, command=("sh", "-c", "echo mine"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    job_id = done.stdout.split()[0]
+    (record,) = (tmp_path / "hvdtrain-runs").glob("hvdtrain-*.sbatch")
+    assert oct(record.stat().st_mode & 0o777) == "0o600"
+    kept = tmp_path / "batch.sh"
+    subprocess.run(["scontrol", "write", "batch_script", job_id, str(kept)], env=slurm_env, check=True)
+    assert kept.read_text() == record.read_text() and "echo mine" in kept.read_text()
+    target = tmp_path / "victim.sh"
+    target.write_text("theirs")
+    planted = tmp_path / "planted.sbatch"
+    planted.symlink_to(target)
+    with pytest.raises(HvdtrainError, match="cannot create"):
+        write_record(planted, "#!/bin/bash\n")
+    assert target.read_text() == "theirs"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 import shlex
 import subprocess
 import sys
@@ -115,7 +117,7 @@ def render_command(ctx: click.Context, /, command: tuple[str, ...], lint: bool, 
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context
 def submit(ctx: click.Context, /, command: tuple[str, ...], wait: bool, dry_run: bool, **options: Any) -> None:
-    """Render the script, write it next to the job's output, and sbatch it.
+    """Render the script, keep a copy next to the job's output, and give the text to sbatch.
 
     \b
     Example:
@@ -126,14 +128,13 @@ def submit(ctx: click.Context, /, command: tuple[str, ...], wait: bool, dry_run:
     mismatch = signal_mismatch(spec)
     if mismatch:  # the job would be killed on its warning instead of saving a checkpoint
         raise HvdtrainError(*mismatch)
-    path = Path(DEFAULT_RUNS_DIR) / f"{spec.job_name}-{time.strftime('%Y%m%d-%H%M%S')}.sbatch"
+    path = Path(DEFAULT_RUNS_DIR) / f"{spec.job_name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}.sbatch"
     if dry_run:
         click.echo(script, nl=False)
-        click.echo(f"# would run: {shlex.join(['sbatch', '--parsable', str(path)])}")
+        click.echo(f"# would run: sbatch --parsable < {shlex.quote(str(path))}")
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(script)
-    job_id = jobs.submit_script(path)
+    write_record(path, script)
+    job_id = jobs.submit_script(script)
     click.echo(job_id)
     if wait:
         fields = jobs.wait_for_job(job_id)
@@ -141,6 +142,17 @@ def submit(ctx: click.Context, /, command: tuple[str, ...], wait: bool, dry_run:
         click.echo(f"job {job_id}: {state} (exit {fields.get('ExitCode')}, restarts {fields.get('Restarts')}); "
                    f"output: {fields.get('StdOut')}", err=state != "COMPLETED")
         ctx.exit(0 if state == "COMPLETED" else 1)
+
+
+def write_record(path: Path, script: str) -> None:
+    """The submitted script, kept for the user: a new file (never through a link, mode 0600)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise HvdtrainError(f"cannot create {path} ({exc.strerror})", "submit again (it picks a new name)") from None
+    with os.fdopen(fd, "w") as handle:
+        handle.write(script)
 
 
 @slurm.command()

@@ -6,7 +6,6 @@ import re
 import shutil
 import subprocess
 import time
-from pathlib import Path
 
 from hvdtrain.errors import HvdtrainError
 
@@ -39,16 +38,18 @@ def parse_scontrol_job(text: str) -> dict[str, str]:
     return fields
 
 
-def _slurm(*argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+def _slurm(*argv: str, timeout: float = 30, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     if shutil.which(argv[0]) is None:
         raise HvdtrainError(f"{argv[0]} not found", "run on a Slurm login node, or `make slurm-up` for a local one")
-    return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False, input=stdin)
 
 
-def submit_script(script: Path) -> str:
-    done = _slurm("sbatch", "--parsable", str(script))
+def submit_script(script: str) -> str:
+    """sbatch the script's text from standard input: what runs is what was rendered, whatever happens
+    to a file of the same name meanwhile."""
+    done = _slurm("sbatch", "--parsable", stdin=script)
     if done.returncode != 0:
-        raise HvdtrainError(f"sbatch refused {script}: {done.stderr.strip().splitlines()[-1:]}",
+        raise HvdtrainError(f"sbatch refused the script: {done.stderr.strip().splitlines()[-1:]}",
                             "fix the options it names (hvdtrain slurm render --lint checks many)")
     return parse_sbatch_parsable(done.stdout)
 

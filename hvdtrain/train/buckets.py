@@ -26,7 +26,6 @@ from typing import Any
 import torch
 
 MIB = 1 << 20
-DEFAULT_BUCKET_MB = 25.0  # torch DDP's bucket_cap_mb
 
 
 def plan_buckets(tensors: Sequence[tuple[int, Hashable]], cap_bytes: int) -> tuple[tuple[int, ...], ...]:

@@ -12,7 +12,6 @@ from typing import Any
 from hvdtrain.errors import HvdtrainError
 from hvdtrain.job.cores import bind_rank
 from hvdtrain.job.signals import DEFAULT_PREEMPT_SIGNAL, preempt_signal_problem
-from hvdtrain.train.buckets import DEFAULT_BUCKET_MB
 
 OPTIMIZERS = ("sgd", "adam")
 DEVICES = ("auto", "cpu", "cuda")
@@ -20,6 +19,9 @@ COMPRESSIONS = ("none", "fp16")
 OPS = ("average", "adasum")
 AMPS = ("none", "bf16", "fp16")
 LR_SCHEDULES = ("constant", "cosine", "step")
+# Gradient buckets (train/buckets.py) of up to this many MiB: torch DDP's bucket_cap_mb. Here, not
+# there, so that the CLI reads its defaults without importing torch.
+DEFAULT_BUCKET_MB = 25.0
 
 
 @dataclass(frozen=True)

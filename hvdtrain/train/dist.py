@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from hvdtrain.job.ranks import launched_by_launcher
-from hvdtrain.train.buckets import DEFAULT_BUCKET_MB, GradientBuckets, bucketed
+from hvdtrain.train.buckets import GradientBuckets, bucketed
+from hvdtrain.train.config import DEFAULT_BUCKET_MB
 from hvdtrain.train.steps import StepEnd
 
 T = TypeVar("T")
