@@ -18,6 +18,7 @@ from hvdtrain.install.patches import apply_patches, patch_files, patches_digest
 from hvdtrain.install.plan import HOROVOD_VERSION, Probes, plan_build, render_plan
 from hvdtrain.install.toolchain import (
     GIB,
+    TORCH_FLOOR,
     cxx_standard_for_torch,
     find_cuda_home,
     find_nccl,
@@ -34,16 +35,18 @@ NCCL_H = "#define NCCL_MAJOR 2\n#define NCCL_MINOR 30\n#define NCCL_PATCH 7\n#de
 
 
 @pytest.mark.parametrize(("torch", "standard"), [
-    ("2.1.0", 17), ("2.13.0+cpu", 17), ("2.13.0", 17), ("2.14.0", 20), ("2.14.1+cu130", 20), ("2.15.0", 20),
+    ("2.6.0", 17), ("2.13.0+cpu", 17), ("2.13.0", 17), ("2.14.0", 20), ("2.14.1+cu130", 20), ("2.15.0", 20),
     ("2.16.0.dev20261201+cu130", 20), ("3.0.0", 20),
 ])
 def test_cxx_standard_follows_torch(torch, standard):
     assert cxx_standard_for_torch(torch) == standard
 
 
-def test_torch_older_than_2_1_is_refused():
-    with pytest.raises(HvdtrainError, match=r"older than 2\.1"):
-        cxx_standard_for_torch("2.0.1")
+def test_torch_older_than_2_6_is_refused_as_setup_cfg_says():
+    with pytest.raises(HvdtrainError, match=r"older than 2\.6"):
+        cxx_standard_for_torch("2.5.1")
+    floor = ".".join(map(str, TORCH_FLOOR))
+    assert f"torch>={floor}\n" in (Path(__file__).parent.parent / "setup.cfg").read_text()
 
 
 @pytest.mark.parametrize(("text", "compiler"), [
@@ -197,7 +200,7 @@ def test_cpu_only_drops_inherited_gpu_variables(tmp_path):
     ({"mpi": None}, "mpirun was not found", "module load openmpi"),
     ({"tools": {**TOOLS, "cmake": None, "mpicc": None}}, "needs mpicc, cmake on PATH", "pip install cmake"),
     ({"python_headers": False}, "Python.h is missing", "python3-dev"),
-    ({"torch": "2.0.1+cu118", "torch_cuda": "11.8"}, "older than 2.1", "torch>=2.1"),
+    ({"torch": "2.5.1+cu118", "torch_cuda": "11.8"}, "older than 2.6", "torch>=2.6"),
 ])
 def test_plan_refuses_with_the_fix(tmp_path, changes, problem, fix):
     with pytest.raises(HvdtrainError) as error:

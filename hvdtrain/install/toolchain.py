@@ -25,12 +25,18 @@ def parse_version_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in re.findall(r"\d+", version.split("+")[0])[:3])
 
 
+# The oldest torch hvdtrain supports (setup.cfg says the same): before 2.6, torch.load(weights_only=True),
+# which loads every checkpoint, could be made to run code (CVE-2025-32434).
+TORCH_FLOOR = (2, 6)
+
+
 def cxx_standard_for_torch(torch_version: str) -> int:
-    """The C++ standard torch's headers need: 20 from torch 2.14 on, 17 for 2.1-2.13."""
+    """The C++ standard torch's headers need: 20 from torch 2.14 on, 17 before."""
     version = parse_version_tuple(torch_version)
-    if version < (2, 1):
-        raise HvdtrainError(f"torch {torch_version} is older than 2.1, the oldest hvdtrain supports",
-                            "pip install 'torch>=2.1'")
+    floor = ".".join(map(str, TORCH_FLOOR))
+    if version < TORCH_FLOOR:
+        raise HvdtrainError(f"torch {torch_version} is older than {floor}, the oldest hvdtrain supports "
+                            "(its checkpoint loading can be made to run code)", f"pip install 'torch>={floor}'")
     return 20 if version >= (2, 14) else 17
 
 
