@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from hvdtrain.errors import HvdtrainError
 from hvdtrain.job.signals import FORWARDED_SIGNALS, PREEMPTED_EXIT
@@ -41,20 +41,35 @@ def own_handlers(monkeypatch):
         signal.signal(signum, handler)
 
 
-def train(run_dir, epochs=3, stop_after=None, accumulate=2):
+class Stream(IterableDataset):
+    """The same points as a stream: a loader over it has no length."""
+
+    def __iter__(self):
+        data = Noisy()
+        return (data[index] for index in range(len(data)))
+
+
+class Crash(Exception):
+    pass
+
+
+def train(run_dir, epochs=3, stop_after=None, accumulate=2, stream=False, save_steps=False, crash_after=None,
+          checkpoint_only=False):
     """A loop with dropout, noise, a scheduler and accumulation; signals itself after ``stop_after``
-    batches. Returns the parameters' digest."""
+    batches (or raises after ``crash_after``). Returns the parameters' digest."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.2), nn.Linear(8, 3))
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.01)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=3)
-    loader = DataLoader(Noisy(), batch_size=4, shuffle=True)
-    run = Run(run_dir, model=model, optimizer=optimizer, scheduler=scheduler, check_every=2, log_every=2)
+    loader = DataLoader(Stream() if stream else Noisy(), batch_size=4, shuffle=not stream)
+    where = {"directory": None, "checkpoint_dir": run_dir} if checkpoint_only else {"directory": run_dir}
+    run = Run(**where, model=model, optimizer=optimizer, scheduler=scheduler, check_every=2, log_every=2)
     seen = 0
     for _ in run.epochs(epochs):
         for x, y in run.batches(loader):
             (F.cross_entropy(model(x), y) / accumulate).backward()
-            if (run.batch + 1) % accumulate == 0:
+            stepped = (run.batch + 1) % accumulate == 0
+            if stepped:
                 optimizer.step()
                 optimizer.zero_grad()
                 scheduler.step()
@@ -62,6 +77,10 @@ def train(run_dir, epochs=3, stop_after=None, accumulate=2):
             seen += 1
             if seen == stop_after:
                 signal.raise_signal(signal.SIGUSR1)
+            if seen == crash_after:
+                raise Crash
+            if save_steps and stepped:
+                run.save()  # the step's last statement: the place after it
         run.save()
     return hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in model.parameters())).hexdigest()
 
@@ -119,3 +138,37 @@ def test_a_checkpoint_missing_an_object_is_refused(tmp_path):
     run.save()
     with pytest.raises(HvdtrainError, match="holds no 'optimizer'"):
         Run(tmp_path, model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+
+
+def test_a_signal_at_the_last_batch_of_a_stream_finishes_the_run(tmp_path):
+    expected = train(tmp_path / "straight", stream=True)
+    assert train(tmp_path / "run", stream=True, stop_after=35) == expected  # 12 batches an epoch, no length
+    with pytest.raises(Preempted):
+        train(tmp_path / "stopped", stream=True, stop_after=20)
+    catch_stop_signals({}).requested = False
+    assert train(tmp_path / "stopped", stream=True) == expected
+
+
+def test_a_save_inside_a_step_resumes_after_that_step(tmp_path):
+    expected = train(tmp_path / "straight")
+    with pytest.raises(Crash):
+        train(tmp_path / "run", save_steps=True, crash_after=17)  # saved after batch 16, then crashed
+    assert train(tmp_path / "run", save_steps=True) == expected
+
+
+def test_a_stop_right_after_a_resume_keeps_a_good_checkpoint(tmp_path):
+    expected = train(tmp_path / "straight")
+    with pytest.raises(Preempted):
+        train(tmp_path / "run", stop_after=5)  # mid-epoch
+    with pytest.raises(Preempted):
+        train(tmp_path / "run")  # the flag is still up: it stops before its first batch, saving again
+    catch_stop_signals({}).requested = False
+    assert train(tmp_path / "run") == expected
+
+
+def test_a_run_with_only_a_checkpoint_folder_resumes_its_own(tmp_path):
+    expected = train(tmp_path / "straight")
+    with pytest.raises(Preempted):
+        train(tmp_path / "ckpt", stop_after=9, checkpoint_only=True)
+    catch_stop_signals({}).requested = False
+    assert train(tmp_path / "ckpt", checkpoint_only=True) == expected

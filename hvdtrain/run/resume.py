@@ -16,6 +16,7 @@ class ResumePlan:
 
     identity: RunIdentity
     new_run: bool = True  # False when it continues a run (its own, or the one it resumes from)
+    other_run: bool = True  # the folder held no run or another one: its metrics.jsonl is not this run's
     path: Path | None = None
     data: bytes = b""
     warnings: tuple[str, ...] = ()
@@ -68,4 +69,6 @@ def plan_resume(directory: Path | None, checkpoint_dir: Path | None, resume: obj
     new_run = identity != existing and chosen is None
     if new_run and existing is not None:
         infos.append(f"starting run {identity.run_id} in {directory} (its earlier run {existing.run_id} is kept)")
-    return ResumePlan(identity, new_run, chosen.path if chosen else None, data, tuple(warnings), tuple(infos))
+    other_run = existing is None or existing.run_id != identity.run_id
+    return ResumePlan(identity, new_run, other_run, chosen.path if chosen else None, data, tuple(warnings),
+                      tuple(infos))

@@ -116,6 +116,9 @@ class Run:
         self._stepped_at = -1  # the run's batch in which an optimizer last stepped
         self._stopping = False
         self._finished = False
+        self._in_step = False  # between a batch's yield and the caller's next request
+        self._stop_at_next = False
+        self._warned_workers = False
         self._rng_epoch_start: dict[str, Any] | None = None
         self._rng_resume: dict[str, Any] | None = None
         self._progress = ProgressFile(env)
@@ -137,7 +140,8 @@ class Run:
         tracker_list: list[Any] = []
         if self.dist.rank == 0:
             try:
-                plan = plan_resume(self.directory, self.checkpoint_dir, resume)
+                home = self.directory or self.checkpoint_dir  # where the run's identity is kept
+                plan = plan_resume(home, self.checkpoint_dir, resume)
                 for line in plan.warnings:
                     log.warning(line)
                 for line in plan.infos:
@@ -145,17 +149,22 @@ class Run:
                 identity = plan.identity
                 if self.directory is not None:
                     self.directory.mkdir(parents=True, exist_ok=True)
-                    if plan.new_run:
+                    if plan.other_run:
                         _set_aside_metrics(self.directory, identity.run_id)
                     tracker_list, identity = open_trackers(names, self.directory, identity, env)
-                    write_identity(self.directory, identity)
                     logged = read_logged(self.directory / METRICS_FILE)
+                if home is not None:
+                    home.mkdir(parents=True, exist_ok=True)
+                    write_identity(home, identity)
                 outcome = (plan.with_identity(identity), None)
             except HvdtrainError as exc:
                 outcome = (None, (exc.problem, exc.hint))
             except OSError as exc:
-                outcome = (None, (f"cannot write the run folder {self.directory} ({exc.strerror})",
+                outcome = (None, (f"cannot write the run folder {home} ({exc.strerror})",
                                   "give Run a folder you can write"))
+            except Exception as exc:  # a tracker's own error: every rank must hear it, none may wait
+                outcome = (None, (f"starting the run failed on rank 0: {type(exc).__name__}: {exc}",
+                                  "fix what it names, or start without that tracker (HVDTRAIN_TRACKERS)"))
         plan_or_none, failure = self.dist.broadcast_object(outcome)  # Horovod: rank 0's decision
         if failure is not None:
             raise HvdtrainError(*failure)
@@ -180,6 +189,7 @@ class Run:
         ranks = state["ranks"]
         if len(ranks) == self.dist.size:
             self._rng_resume = ranks[self.dist.rank]
+            self._rng_epoch_start = self._rng_resume["epoch_start"]  # a stop before the next batch keeps it
             restore_rng(ranks[self.dist.rank]["now"])
             self._log.resume(ranks[self.dist.rank]["log"])
         elif self.dist.rank == 0:
@@ -219,6 +229,10 @@ class Run:
         if hasattr(sampler, "set_epoch") and getattr(sampler, "epoch", None) != epoch:
             sampler.set_epoch(epoch)
         total = _length(loader, limit)
+        if getattr(loader, "persistent_workers", False) and self.dist.rank == 0 and not self._warned_workers:
+            self._warned_workers = True
+            log.warning("persistent_workers=True: data workers keep their random state across epochs, so a "
+                        "resumed run is not bit-identical (use persistent_workers=False for exact resume)")
         skip, resume = self.batch, self._rng_resume
         self._rng_resume = None
         if skip and resume is not None:
@@ -231,12 +245,17 @@ class Run:
             restore_rng(resume["now"])
         try:
             while total is None or self.batch < total:
+                before = capture_rng() if self._stop_at_next else None  # a loader of unknown length
                 try:
                     item = next(iterator)
                 except StopIteration:
-                    break
+                    break  # no batch left: the epoch ends as it would have, and the stop waits for the next
+                if before is not None:
+                    self._preempt(before)
                 self._log.samples += _batch_size(item)
+                self._in_step = True
                 yield item
+                self._in_step = False
                 self._after_batch(epoch, total)
             self._flush()  # the epoch's last steps get their record before anything else is logged
         finally:  # the epoch ran out, or the caller left it (break): it is done (unless it was preempted)
@@ -259,16 +278,19 @@ class Run:
             self._agree_to_stop()
         # A stop waits for a whole optimizer step (accumulation) and leaves the epoch's last batch
         # to the epoch's end, so a run whose last step is done always finishes.
-        if self._stopping and at_step and (total is None or self.batch < total):
-            self._preempt()
+        if self._stopping and at_step:
+            if total is None:
+                self._stop_at_next = True  # only once the next batch is known to exist
+            elif self.batch < total:
+                self._preempt()
 
     def _agree_to_stop(self) -> None:
         flag = torch.tensor([1.0 if self._stop.requested else 0.0], dtype=torch.float64)
         if self.dist.allreduce_sum(flag, name="hvdtrain.preempt").item() > 0:  # Horovod: any rank signalled
             self._stopping = True
 
-    def _preempt(self) -> None:
-        saved = self.save()
+    def _preempt(self, rng_now: dict[str, Any] | None = None) -> None:
+        saved = self._save(rng_now)
         if self.dist.rank == 0:
             where = f"saved {saved}" if saved else "no checkpoint folder, nothing saved"
             log.info(f"hvdtrain: stopping on {self._stop.name}/TERM: {where}; exit 75")
@@ -295,18 +317,26 @@ class Run:
 
     def save(self) -> Path | None:
         """A checkpoint of this exact place, written by rank 0 (atomically, with its sha256), keeping
-        this run's newest ``keep``. Returns its path (None without a checkpoint folder)."""
+        this run's newest ``keep``. Returns its path (None without a checkpoint folder). Called inside
+        ``run.batches``, as the step's last statement: the place after that batch."""
+        return self._save(None)
+
+    def _save(self, rng_now: dict[str, Any] | None) -> Path | None:
         if self.checkpoint_dir is None:
             return None
+        # Inside a step, its batch counts as done (and its optimizer step, if it made one).
+        done = int(self._in_step)
+        stepped = done and (self._optimizer is None or self._stepped_at == self._batches)
+        batch, batches, step = self.batch + done, self._batches + done, self.step + stepped
         # Horovod: every rank's random state and unwritten log window, so each rank draws the same
         # numbers and writes the same records after a resume.
-        ranks = self.dist.allgather_object({"epoch_start": self._rng_epoch_start, "now": capture_rng(),
+        ranks = self.dist.allgather_object({"epoch_start": self._rng_epoch_start, "now": rng_now or capture_rng(),
                                             "log": self._log.pending()})
         outcome: tuple[str | None, str | None] = (None, None)
         if self.dist.rank == 0:
-            path = checkpoint.checkpoint_path(self.checkpoint_dir, self.run_id, self.epoch, self.batch)
+            path = checkpoint.checkpoint_path(self.checkpoint_dir, self.run_id, self.epoch, batch)
             state = {"hvdtrain_version": hvdtrain.__version__, "run_id": self.run_id, "epoch": self.epoch,
-                     "batch": self.batch, "step": self.step, "batches": self._batches, "world_size": self.dist.size,
+                     "batch": batch, "step": step, "batches": batches, "world_size": self.dist.size,
                      "objects": {name: value.state_dict() for name, value in self.objects.items()},
                      "values": dict(self.values), "ranks": ranks}
             try:
