@@ -54,7 +54,7 @@ def check_installed_package(venv: Path, env: dict[str, str], cwd: Path) -> None:
     located, imported = run([str(venv / "bin" / "python"), "-c", IMPORT_ALL], env, timeout=300, cwd=cwd).split()
     names = imported.split(",")
     assert "/site-packages/hvdtrain/" in located and len(names) >= 60, (located, names)
-    assert set(SUBPACKAGES) <= set(names) and len(SUBPACKAGES) == 8, SUBPACKAGES
+    assert set(SUBPACKAGES) <= set(names) and len(SUBPACKAGES) == 9, SUBPACKAGES
     script = run([str(venv / "bin" / "hvdtrain"), "slurm", "render", "--nodes", "2", "--", "hvdtrain", "train"],
                  env, timeout=60, cwd=cwd)
     assert script.startswith("#!/bin/bash") and "hostfile from-slurm" in script
