@@ -10,7 +10,6 @@ from hvdtrain.train.config import (
     epoch_seed,
     lr_at,
     lr_scale,
-    scaled_lr,
 )
 
 
@@ -18,7 +17,8 @@ from hvdtrain.train.config import (
     (0.1, 1, True, 0.1), (0.1, 4, True, 0.4), (0.1, 4, False, 0.1), (0.05, 2, True, 0.1),
 ])
 def test_scaled_lr(base, size, scaling, expected):
-    assert scaled_lr(base, size, scaling) == pytest.approx(expected)
+    cfg = TrainConfig(lr=base, lr_scaling=scaling)
+    assert lr_at(0, 10, cfg, lr_scale(cfg, size, size, on_gpu=False)) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize(("step", "expected"), [(0, 0.1), (5, 0.25), (10, 0.4), (50, 0.4)])

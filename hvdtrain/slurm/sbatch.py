@@ -25,6 +25,11 @@ _TIME = re.compile(r"(\d+-)?\d+(:\d{1,2}){0,2}")
 _MPI_PLUGIN = re.compile(r"none|pmi2|cray_shasta|pmix(_v\d+)?")
 
 
+def _has_control(text: str) -> bool:
+    """A newline or another control character: in an #SBATCH line it would start a line of code."""
+    return any(ord(char) < 32 or ord(char) == 127 for char in text)
+
+
 @dataclass(frozen=True)
 class SbatchSpec:
     """One batch job: resources, preemption handling, and the command every rank runs."""
@@ -68,7 +73,7 @@ class SbatchSpec:
             raise HvdtrainError(f"--max-restarts {self.max_restarts} is negative", "use 0 to never restart")
         for flag, text in (("--job-name", self.job_name), ("--partition", self.partition),
                            ("--account", self.account), ("--output", self.output), ("--error", self.error)):
-            if text is not None and any(ord(char) < 32 or ord(char) == 127 for char in text):
+            if text is not None and _has_control(text):
                 # An #SBATCH line is not shell: quoting cannot stop a newline from starting a line of code.
                 raise HvdtrainError(f"{flag} {text!r} holds a newline or another control character",
                                     f"give {flag} a value on one line, without control characters")
@@ -84,7 +89,7 @@ class SbatchSpec:
         if problem:
             raise HvdtrainError(f"--signal {problem}", f"use --signal {DEFAULT_PREEMPT_SIGNAL}")
         for arg in self.extra:
-            if not arg.startswith("--") or any(ord(char) < 32 or ord(char) == 127 for char in arg):
+            if not arg.startswith("--") or _has_control(arg):
                 raise HvdtrainError(f"--sbatch-arg {arg!r} is not one sbatch option", "e.g. --sbatch-arg=--exclusive")
 
     @property

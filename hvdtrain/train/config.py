@@ -115,13 +115,9 @@ def _choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
         raise HvdtrainError(f"{flag} {value!r} is not one of {', '.join(choices)}", f"use {flag} {choices[0]}")
 
 
-def scaled_lr(base_lr: float, world_size: int, scaling: bool) -> float:
-    """Linear scaling (Goyal et al. 2017): N ranks take N times larger global batches."""
-    return base_lr * world_size if scaling else base_lr
-
-
 def lr_scale(cfg: TrainConfig, world_size: int, local_size: int, on_gpu: bool) -> int:
-    """What the one-rank LR is multiplied by: the number of ranks (their gradients are averaged);
+    """What the one-rank LR is multiplied by: the number of ranks, since N ranks take N times larger
+    global batches and their gradients are averaged (linear scaling, Goyal et al. 2017);
     with Adasum, which combines gradients without averaging them, 1, except on GPUs, where
     Horovod's Adasum averages within a node first, so its guide scales by the ranks per node."""
     if not cfg.lr_scaling:
@@ -135,7 +131,7 @@ def lr_at(step: int, steps_per_epoch: int, cfg: TrainConfig, scale: int) -> floa
     """LR for an optimizer step: linear warmup from the one-rank LR to ``scale`` times it
     (``lr_scale``), then the schedule: constant, cosine decay to 0, or step (x0.1 at 1/2 and
     again at 3/4 of training)."""
-    target = scaled_lr(cfg.lr, scale, True)
+    target = cfg.lr * scale
     warmup_steps = cfg.warmup_epochs * steps_per_epoch
     if step < warmup_steps:
         return cfg.lr + (target - cfg.lr) * step / warmup_steps
