@@ -33,7 +33,6 @@ class Runtime:
     data: DataSplit
     scaler: Any = None  # torch.amp.GradScaler with --amp fp16
     on_step: tuple[StepCallback, ...] = ()  # called after every optimizer step, in order (train/steps.py)
-    elastic: bool = False  # inside an elastic run, whose sampler keeps its own place in the epoch
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.cfg.amp == "none":

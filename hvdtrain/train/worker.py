@@ -120,7 +120,7 @@ def set_up(cfg: TrainConfig, env: Mapping[str, str]) -> Job:
     if dist.rank == 0 and sys.stdout.isatty():
         on_step.append(ProgressBar(cfg.epochs))
     scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
-    rt = Runtime(cfg, dist, device, data, scaler, tuple(on_step), elastic=cfg.elastic)
+    rt = Runtime(cfg, dist, device, data, scaler, tuple(on_step))
     if cfg.op == "adasum" and device.startswith("cuda") and dist.rank == 0 and cfg.lr_scaling:
         log.info(f"Adasum on GPUs averages within each node first: LR x {dist.local_size} (ranks per node)")
     optimizer = dist.wrap_optimizer(build_optimizer(model, cfg), model,
