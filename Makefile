@@ -60,10 +60,11 @@ lint: install
 test: install test-tools lint
 	$(PY) -m pytest
 
-# GPU checks, kept out of `make test` (CI has no GPU): NCCL all-reduce with one GPU per local rank,
-# and training with --amp fp16. Needs NVIDIA GPUs and a CUDA torch: make test-gpu TORCH=2.14.1
+# GPU checks, kept out of `make test` (CI has no GPU): NCCL, device choice per rank, fp16 resume,
+# accumulation/clipping/compression/Adam, the example (tests/gpu_checks.py says what each needs;
+# -rs prints why a two-GPU check was skipped on one GPU). Needs a CUDA torch: make test-gpu TORCH=2.14.1
 test-gpu: install
-	HVDTRAIN_GPU_CHECKS=1 $(PY) -m pytest tests/gpu_checks.py
+	HVDTRAIN_GPU_CHECKS=1 $(PY) -m pytest -rs tests/gpu_checks.py
 
 # Benchmarks (not part of `make test`): idle CPU per rank, all-reduce per backend and training
 # throughput against DDP, the independent-process limit and upstream's busy waiting (same binary),

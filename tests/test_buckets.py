@@ -1,8 +1,12 @@
 """Gradient buckets: the plan (pure), and under real mpirun ranks the same training, bit for bit,
 as Horovod's one all-reduce per gradient tensor."""
 
+import json
+import sys
+
 import pytest
-from conftest import train_mpi
+import torch
+from conftest import REPO, hvdtrain, train_mpi
 
 from hvdtrain.errors import HvdtrainError
 from hvdtrain.train.buckets import plan_buckets
@@ -61,3 +65,24 @@ def test_buckets_train_exactly_like_one_all_reduce_per_tensor(extra, tmp_path):
     # And the checksum can tell runs apart: one more epoch changes it.
     assert train_mpi(2, tmp_path / "three", *common[:3], "3", *common[4:])["param_checksum"] != \
         runs["25"]["param_checksum"]
+
+
+@pytest.mark.mpi
+def test_wrapping_before_moving_the_model_trains_like_the_usual_order(tmp_path):
+    """hvdtrain.wrap_optimizer(...) then model.to(...): the buckets follow the parameters at the
+    first zero_grad/backward, and 2 ranks end bit for bit where the usual order ends."""
+    done = hvdtrain("run", "-np", "2", "--output-dir", str(tmp_path / "runs"), "--", sys.executable,
+                    str(REPO / "tests" / "wrap_order_worker.py"), str(tmp_path))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    reports = [json.loads((tmp_path / f"wrap-order.rank{rank}.json").read_text()) for rank in (0, 1)]
+    for report in reports:
+        assert report["wrap_first"]["params"] == report["move_first"]["params"]
+        assert report["wrap_first"]["grad_dtypes"] == ["torch.float64"] and report["wrap_first"]["buckets"] == 2
+    assert reports[0]["wrap_first"]["params"] == reports[1]["wrap_first"]["params"]
+    assert reports[0]["wrap_first"]["params"] != json.loads(json.dumps(_initial_params()))
+
+
+def _initial_params():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.ReLU(), torch.nn.Linear(32, 1)).double()
+    return [p.detach().flatten().tolist() for p in model.parameters()]

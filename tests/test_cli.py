@@ -11,7 +11,8 @@ from conftest import cli, hvdtrain
 DOCTOR_FIELDS = {"python", "torch", "torch_cuda", "horovod", "horovod_error", "mpi_built", "gloo_built",
                  "nccl_built", "torch_ops", "built_against_torch", "built_against_mpi", "built_against_torch_cuda",
                  "built_against_cuda", "nccl_version", "gpu_operations", "compiler", "linked_mpi_library", "mpirun",
-                 "mpirun_banner", "cpu_count", "libcuda", "cuda_available", "cuda_device_count", "problems",
+                 "mpirun_banner", "cpu_count", "libcuda", "cuda_available", "cuda_device_count", "local_ranks",
+                 "network_interfaces", "problems",
                  "warnings", "ok"}
 
 

@@ -28,7 +28,7 @@ HEALTHY = Facts(python="3.11.7", torch="2.13.0+cpu", torch_cuda=None, horovod="0
                 built_against_mpi="openmpi 4.1.4", built_against_torch_cuda=None, built_against_cuda=None,
                 nccl_version=None, gpu_operations="", compiler="gcc-12.2.0", linked_mpi_library="/lib/libmpi.so.40",
                 mpirun="openmpi 4.1.4", mpirun_banner="mpirun", cpu_count=2, libcuda=False, cuda_available=False,
-                cuda_device_count=0)
+                cuda_device_count=0, local_ranks=[], network_interfaces=["eth0", "lo"])
 NCCL_BUILD = {"torch": "2.14.1+cu130", "torch_cuda": "13.0", "built_against_torch": "2.14.1+cu130",
               "built_against_torch_cuda": "13.0", "built_against_cuda": "13.0", "nccl_version": "2.30.7",
               "nccl_built": True, "gpu_operations": "NCCL"}
@@ -54,6 +54,12 @@ def test_diagnose_names_problem_and_fix(changes, problem):
 
 def test_diagnose_healthy():
     assert diagnose(HEALTHY) == []
+
+
+def test_diagnose_a_missing_network_interface():
+    assert diagnose(HEALTHY, "eth0") == []
+    (problem,) = diagnose(HEALTHY, "ib0")
+    assert problem.startswith("network interface ib0 does not exist on this host (it has eth0, lo)")
 
 
 def test_nccl_build_without_a_driver_is_a_warning_that_names_the_fix():

@@ -136,3 +136,23 @@ def test_elastic_training_survives_a_lost_worker(tmp_path):
     assert summary["final_val_acc"] > 0.9
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert metrics[-1]["epoch"] == 15 and metrics[-1]["world_size"] == 1
+
+
+@pytest.mark.parametrize(("script", "exit_code"), [
+    ("sleep {marker} & exit 0", 0),  # holds the rank's output pipes
+    ("sleep {marker} & kill -SEGV $$", 128 + signal.SIGSEGV),  # the same, from a crashed rank
+    ("setsid sleep {marker} & exit 0", 0),  # its own session: only the subreaper finds it
+    ("nohup sleep {marker} >/dev/null 2>&1 & exit 0", 0),  # holds nothing, would outlive the job
+], ids=["pipes", "crash", "setsid", "nohup"])
+def test_a_helper_the_rank_started_ends_with_the_rank(script, exit_code, tmp_path):
+    marker = f"{600 + os.getpid() % 1000}.{len(script)}"  # this test's own sleep, found by its arguments
+    try:
+        done = hvdtrain("run", "-np", "2", "--output-dir", str(tmp_path / "runs"), "--", "sh", "-c",
+                        script.format(marker=marker), timeout=60)
+        survivors = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True, text=True).stdout.split()
+    finally:
+        subprocess.run(["pkill", "-KILL", "-f", f"sleep {marker}"], check=False)
+    assert survivors == [], survivors
+    assert done.returncode == exit_code, done.stdout[-2000:] + done.stderr[-2000:]
+    reports = [json.loads(path.read_text()) for path in (tmp_path / "runs").glob("rank-*.json")]
+    assert sorted(report["exit_code"] for report in reports) == [exit_code] * 2

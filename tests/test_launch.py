@@ -1,3 +1,5 @@
+import dataclasses
+import os
 import re
 import shlex
 from pathlib import Path
@@ -50,7 +52,10 @@ def _plans():
 @pytest.mark.parametrize("launcher", ["mpirun", "horovodrun", "srun", "mpiexec"])
 def test_launcher_argv_golden(launcher):
     choice = LauncherChoice(launcher, "test", "pmix" if launcher == "srun" else "")
-    text = "".join(shlex.join(flatten(build_parts(plan, choice))) + "\n" for plan in _plans())
+    plans = _plans()
+    if launcher == "horovodrun":  # it refuses ssh options (test_horovodrun_refuses_ssh_options_it_would_drop)
+        plans = tuple(dataclasses.replace(plan, ssh=dataclasses.replace(plan.ssh, options=())) for plan in plans)
+    text = "".join(shlex.join(flatten(build_parts(plan, choice))) + "\n" for plan in plans)
     check_golden(f"{launcher}_argv.txt", text)
 
 
@@ -260,6 +265,50 @@ def test_user_values_never_reach_a_shell(tmp_path):
     rejected = cli("run", "-np", "1", "-H", f"a$(touch {canary}):1", "--", "true")
     assert rejected.returncode == 2 and not canary.exists()
 
+
+@pytest.mark.mpi
+def test_a_value_given_with_x_reaches_the_ranks_but_no_command_line(tmp_path):
+    """-x TOKEN=...: every rank sees it; no process hvdtrain run starts (mpirun, orted, the
+    supervisors, the ranks) has it in its /proc/PID/cmdline, which every user of the node can read."""
+    secret = f"tok-{os.getpid()}-{tmp_path.name}"
+    report = ("import os\nsecret = os.environ['TOKEN']\nseen = False\n"  # the secret itself is in no argv
+              "for pid in filter(str.isdigit, os.listdir('/proc')):\n    try:\n"
+              "        line = open(f'/proc/{pid}/cmdline', 'rb').read()\n    except OSError:\n        continue\n"
+              "    seen |= secret.encode() in line and b'\\0run\\0' not in line\n"  # hvdtrain run: typed by the user
+              "print('seen', secret, seen)")
+    done = hvdtrain("run", "-np", "2", "-x", f"TOKEN={secret}", "--output-dir", str(tmp_path / "runs"), "--",
+                    HVDTRAIN_PYTHON, "-c", report)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert sorted(line for line in done.stdout.splitlines() if line.startswith("seen")) == [f"seen {secret} False"] * 2
+    dry = cli("run", "-np", "2", "-x", f"TOKEN={secret}", "--dry-run", "--", "true")
+    assert secret not in dry.stdout and " -x TOKEN " in dry.stdout
+
+
+def test_horovodrun_refuses_ssh_options_it_would_drop():
+    done = cli("run", "-np", "2", "-H", "a:1,b:1", "--launcher", "horovodrun", "--ssh-option",
+               "ProxyJump=gateway", "--dry-run", "--", "true")
+    assert done.returncode == 2 and "horovodrun cannot pass --ssh-option" in done.stderr, done.stderr
+
+
+@pytest.mark.mpi
+def test_horovodrun_gets_no_variable_it_does_not_forward(tmp_path):
+    """horovodrun writes its whole environment into each rank's command line: a secret in the
+    caller's environment (not forwarded) must be in no command line of the job, nor reach the ranks."""
+    secret = f"key-{os.getpid()}-{tmp_path.name}"
+    report = ("import os, sys\nlines = []\n"
+              "for pid in filter(str.isdigit, os.listdir('/proc')):\n    try:\n"
+              "        lines.append(open(f'/proc/{pid}/cmdline', 'rb').read())\n    except OSError:\n        continue\n"
+              "open(f\"{sys.argv[1]}/cmdlines.{os.environ['HOROVOD_RANK']}\", 'wb').write(b'\\n'.join(lines))\n"
+              "print('env', os.environ.get('AWS_SECRET_ACCESS_KEY'), os.environ.get('NCCL_DEBUG'))")
+    done = hvdtrain("run", "-np", "2", "--launcher", "horovodrun", "--output-dir", str(tmp_path / "runs"), "--",
+                    HVDTRAIN_PYTHON, "-c", report, str(tmp_path),
+                    env={**os.environ, "AWS_SECRET_ACCESS_KEY": secret, "NCCL_DEBUG": "WARN"})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    printed = [line.split(":", 1)[1] for line in done.stdout.splitlines() if line.endswith(":env None WARN")]
+    assert printed == ["env None WARN"] * 2, done.stdout  # horovodrun prefixes [rank]<stdout>:
+    seen = b"".join((tmp_path / f"cmdlines.{rank}").read_bytes() for rank in (0, 1))
+    assert b"NCCL_DEBUG=WARN" in seen  # horovodrun's K=V command lines were among those read
+    assert secret.encode() not in seen
 
 
 def test_golden_updates_refuse_to_run_under_ci(monkeypatch):

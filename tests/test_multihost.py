@@ -23,8 +23,10 @@ def test_training_across_two_hosts(launcher, two_hosts, tmp_path):
     hostfile = tmp_path / "hosts"
     hostfile.write_text("".join(f"{host} slots=1\n" for host in two_hosts.reachable))
     out = tmp_path / "out"
+    # horovodrun takes no ssh options (hvdtrain refuses them); it sets StrictHostKeyChecking=no itself.
+    ssh = _ssh_flags(two_hosts) if launcher == "mpirun" else ["--ssh-identity", str(two_hosts.ssh.identity)]
     done = hvdtrain("run", "-np", "2", "--hostfile", str(hostfile), "--launcher", launcher,
-                    "--network-interface", two_hosts.interface, *_ssh_flags(two_hosts), "--",
+                    "--network-interface", two_hosts.interface, *ssh, "--",
                     HVDTRAIN, "train", "--model", "mlp", "--epochs", "2", "--out", str(out), timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
@@ -41,6 +43,17 @@ def test_preflight_passes_on_matching_hosts(two_hosts):
     assert [check["host"] for check in report["hosts"]] == list(two_hosts.reachable)
     assert all(check["reachable"] and not check["mismatches"] and not check["problem"]
                for check in report["hosts"])
+
+
+def test_preflight_checks_the_network_interface_on_every_host(two_hosts):
+    hosts = ",".join(two_hosts.reachable)
+    done = hvdtrain("doctor", "-H", hosts, *_ssh_flags(two_hosts), "--network-interface", two_hosts.interface)
+    assert done.returncode == 0, done.stdout + done.stderr
+    missing = hvdtrain("doctor", "-H", hosts, *_ssh_flags(two_hosts), "--network-interface", "ib7", "--json")
+    assert missing.returncode == 1, missing.stdout + missing.stderr
+    problems = [check["problem"] for check in json.loads(missing.stdout)["hosts"]]
+    assert len(problems) == 2 and all(problem.startswith("network interface ib7 does not exist on this host (it "
+                                                         f"has {two_hosts.interface}, lo)") for problem in problems)
 
 
 def test_preflight_names_the_unreachable_host(two_hosts):

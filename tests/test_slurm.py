@@ -55,6 +55,18 @@ def test_lint_finds_problems():
     assert any("does not start 8 ranks" in p for p in problems)
 
 
+@pytest.mark.parametrize(("launcher", "nodes", "gpus", "unsafe"), [
+    ("horovodrun", 2, 4, True), ("horovodrun", 1, 4, False),  # one node: the ranks start inside the job
+    ("horovodrun", 2, None, False), ("mpirun", 2, 4, False), ("srun", 2, 4, False)])
+def test_lint_says_horovodrun_is_unsafe_with_gpus_on_shared_nodes(launcher, nodes, gpus, unsafe):
+    spec = _spec(launcher=launcher, nodes=nodes, ntasks_per_node=4, gpus_per_node=gpus, extra=())
+    problems = lint_script(spec, render_script(spec, read_template(launcher, None)))
+    assert any("outside the job's Slurm step" in problem for problem in problems) is unsafe, problems
+    exclusive = _spec(launcher=launcher, nodes=nodes, ntasks_per_node=4, gpus_per_node=gpus)  # whole nodes
+    assert not any("Slurm step" in problem for problem in lint_script(exclusive, render_script(
+        exclusive, read_template(launcher, None))))
+
+
 AWKWARD = ["a 0", "a'; echo foo", 'x"; touch CANARY; "', "$(touch CANARY)", "`touch CANARY`", "a;b|c&d"]
 
 

@@ -8,15 +8,19 @@ import os
 import platform
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from hvdtrain.install.build import read_installed_record
 from hvdtrain.install.plan import TOOL_HINTS
+from hvdtrain.job.cores import Cpu, format_cpu_list, numa_share, read_cpus
 from hvdtrain.launch.detect import detect_mpi
+from hvdtrain.train.config import VisibleGpus, choose_device, detect_gpus, gpu_numa_node
 
 FIX = "run `hvdtrain build-horovod`"
+NETWORK_INTERFACES = Path("/sys/class/net")
 
 
 @dataclass(frozen=True)
@@ -46,13 +50,20 @@ class Facts:
     libcuda: bool  # the GPU driver's libcuda.so.1 loads on this node
     cuda_available: bool
     cuda_device_count: int
+    local_ranks: list[str]  # with one rank per visible GPU: each local rank's GPU, its NUMA node, its cores
+    network_interfaces: list[str]
 
 
-def diagnose(facts: Facts) -> list[str]:
-    """One line per problem, each naming its fix; empty when Horovod can run."""
-    if facts.horovod is None:
-        return [f"Horovod is not installed in this Python ({sys.prefix}): {FIX}"]
+def diagnose(facts: Facts, interface: str | None = None) -> list[str]:
+    """One line per problem, each naming its fix; empty when Horovod can run (and ``interface``, the
+    job's --network-interface, exists here)."""
     problems = []
+    if interface is not None and interface not in facts.network_interfaces:
+        problems.append(f"network interface {interface} does not exist on this host (it has "
+                        f"{', '.join(facts.network_interfaces) or 'none'}): give --network-interface a name "
+                        "every host has")
+    if facts.horovod is None:
+        return [*problems, f"Horovod is not installed in this Python ({sys.prefix}): {FIX}"]
     if not facts.torch_ops:
         problems.append(f"Horovod's PyTorch extension does not load ({facts.horovod_error}): {FIX} to rebuild it")
     elif not (facts.mpi_built or facts.gloo_built):
@@ -120,13 +131,22 @@ def _horovod_facts() -> dict[str, Any]:
     return found
 
 
+def gpu_placement(gpus: VisibleGpus, nodes: Sequence[int | None], cpus: Sequence[Cpu]) -> list[str]:
+    """With one rank per visible GPU (``nodes``: each GPU's NUMA node), what each local rank
+    takes under ``hvdtrain run``: its device, and the cores it binds itself to."""
+    return [f"local rank {rank}: {choose_device('auto', gpus, rank, gpus.count)}, NUMA node "
+            f"{'unknown' if nodes[rank] is None else nodes[rank]}, "
+            f"cores {format_cpu_list(numa_share(cpus, nodes, rank))}" for rank in range(gpus.count)]
+
+
 def collect_facts() -> Facts:
-    """Probe this Python, torch, Horovod, its build record and the mpirun on PATH."""
+    """Probe this Python, torch, Horovod, its build record, the GPUs and the mpirun on PATH."""
     import torch
 
     record: dict[str, Any] = read_installed_record(sys.prefix)
     mpi = detect_mpi()
     cuda = torch.cuda.is_available()
+    gpus = detect_gpus(os.environ)
     return Facts(
         python=platform.python_version(), torch=torch.__version__, torch_cuda=torch.version.cuda,
         **_horovod_facts(), built_against_torch=record.get("torch"), built_against_mpi=record.get("mpi"),
@@ -135,7 +155,10 @@ def collect_facts() -> Facts:
         compiler=record.get("compiler"), libcuda=detect_libcuda(),
         mpirun=mpi.label if mpi else None, mpirun_banner=mpi.banner if mpi else None,
         cpu_count=len(os.sched_getaffinity(0)), cuda_available=cuda,
-        cuda_device_count=torch.cuda.device_count() if cuda else 0,
+        cuda_device_count=gpus.count,
+        local_ranks=gpu_placement(gpus, [gpu_numa_node(f"cuda:{index}") for index in range(gpus.count)],
+                                  read_cpus(os.sched_getaffinity(0))),
+        network_interfaces=sorted(path.name for path in NETWORK_INTERFACES.iterdir()),
     )
 
 
@@ -144,9 +167,15 @@ def render_json(facts: Facts, problems: list[str], warnings: list[str]) -> str:
 
 
 def render_text(facts: Facts, problems: list[str], warnings: list[str]) -> str:
-    rows = [(name, "-" if value in (None, "") else str(value)) for name, value in asdict(facts).items()]
+    rows = [(name, _cell(value)) for name, value in asdict(facts).items()]
     width = max(len(name) for name, _ in rows)
-    lines = [f"{name:<{width}}  {value}" for name, value in rows]
+    lines = [f"{name:<{width}}  {value}".replace("\n", "\n" + " " * (width + 2)) for name, value in rows]
     lines += [f"warning: {warning}" for warning in warnings]
     lines += [f"problem: {problem}" for problem in problems] or ["ok: Horovod can run here"]
     return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, list):  # the GPUs one per line, the interfaces on one
+        return ("\n" if any(" " in str(item) for item in value) else ", ").join(map(str, value)) or "-"
+    return "-" if value in (None, "") else str(value)

@@ -24,6 +24,9 @@ def horovodrun_parts(plan: LaunchPlan) -> list[Part]:
         Part(("--gloo",), "Horovod's own launcher and Gloo rendezvous (no mpirun, needed for elastic jobs)"),
         Part(("--disable-cache",), "check hosts and interfaces on every launch; a cached check goes stale"),
     ]
+    if plan.ssh.options:
+        raise HvdtrainError("horovodrun cannot pass --ssh-option to ssh",
+                            "put the options in ~/.ssh/config for those hosts, or use --launcher mpirun")
     if plan.ssh.port is not None:
         parts.append(Part(("--ssh-port", str(plan.ssh.port)), "ssh port of the hosts"))
     if plan.ssh.identity is not None:

@@ -135,9 +135,8 @@ class LaunchPlan:
         if not self.command:
             raise HvdtrainError("no command to launch", "put it after --, e.g. hvdtrain run -np 2 -- hvdtrain train")
         check_np(self.np, self.hosts, self.oversubscribe)
-        if self.network_interface is not None and not _INTERFACE.fullmatch(self.network_interface):
-            raise HvdtrainError(f"--network-interface {self.network_interface!r} is not a network interface name",
-                                "use a name `ip link` shows, e.g. ib0 or eth0")
+        if self.network_interface is not None:
+            check_interface(self.network_interface)
         if self.elastic is not None:
             self.elastic.check(self.np)
 
@@ -186,6 +185,12 @@ ENV_REASONS = {
     "GLOO_SOCKET_IFNAME": "Gloo's traffic over the --network-interface",
 }
 _INTERFACE = re.compile(r"[A-Za-z0-9_.:-]{1,15}")  # a Linux interface name (IFNAMSIZ - 1)
+
+
+def check_interface(name: str) -> None:
+    if not _INTERFACE.fullmatch(name):
+        raise HvdtrainError(f"--network-interface {name!r} is not a network interface name",
+                            "use a name `ip link` shows, e.g. ib0 or eth0")
 
 
 def horovod_tuning(fusion_threshold_mb: float | None, cycle_time_ms: float | None,

@@ -27,6 +27,7 @@ from hvdtrain.launch.plan import (
     flatten,
     horovod_tuning,
     launch_env,
+    parse_env_flags,
     placement_settings,
     supervisor_prefix,
 )
@@ -85,20 +86,36 @@ def plan_run(options: RunOptions, env: Mapping[str, str], probes: LauncherProbes
              uid: int, hvdtrain_exe: str, python: str) -> RunRequest:
     """The request for ``options`` in this environment. Hosts: the user's, else the Slurm
     allocation's, else this machine."""
-    launcher_env = launch_env(env, python)
+    names, values = parse_env_flags(options.env_flags)
+    # -x NAME=VALUE: set in the launcher's environment and forwarded by name, so the value (a token,
+    # say) never sits in the launcher's command line, which every user of the node can read.
+    launcher_env = {**launch_env(env, python), **dict(values)}
     job = slurm_job(launcher_env)
     tuning = horovod_tuning(options.fusion_threshold_mb, options.cycle_time_ms, options.autotune, launcher_env,
                             options.horovod_wait, options.horovod_allreduce)
     plan = build_plan(
         options.np, options.hosts, options.command, launcher_env, uid,
         slurm_hosts=hosts_from_slurm(launcher_env) if job else None,
-        env_flags=(*options.env_flags, *tuning, *placement_settings(launcher_env)),
+        env_flags=(*names, *(name for name, _ in values), *tuning, *placement_settings(launcher_env)),
         supervisor=supervisor_prefix(hvdtrain_exe, paths.root), stall_timeout=options.stall_timeout,
         tag_output=options.tag_output, timeline=options.timeline, launcher_args=split_args(options.mpi_args),
         ssh=options.ssh, network_interface=options.network_interface, oversubscribe=options.oversubscribe,
         elastic=elastic_settings(options))
     choice = choose_launcher(options.launcher, job, probes.srun_plugins, probes.mpi, elastic=options.elastic)
+    if choice.name == "horovodrun":
+        launcher_env = allowed_env(launcher_env, plan)
     return RunRequest(plan, choice, tuple(build_parts(plan, choice)), launcher_env, paths)
+
+
+# What horovodrun itself needs beyond what the ranks get: it writes every variable of its
+# environment, as NAME=VALUE, into each rank's command line (ssh's too), which anyone on the node
+# can read, so it gets these and the plan's forwarded names, never the whole environment.
+LAUNCHER_ONLY_ENV = ("HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "TMPDIR", "SSH_AUTH_SOCK")
+
+
+def allowed_env(env: Mapping[str, str], plan: LaunchPlan) -> dict[str, str]:
+    wanted = {*LAUNCHER_ONLY_ENV, *plan.env_names}
+    return {name: value for name, value in env.items() if name in wanted}
 
 
 def elastic_settings(options: RunOptions) -> ElasticSettings | None:

@@ -204,6 +204,10 @@ def lint_script(spec: SbatchSpec, script: str) -> list[str]:
     if spec.gpus_per_node and spec.gpus_per_node != spec.ntasks_per_node:
         problems.append(f"{spec.gpus_per_node} GPUs per node but {spec.ntasks_per_node} ranks per node: "
                         "hvdtrain uses one GPU per rank")
+    if spec.launcher == "horovodrun" and spec.gpus_per_node and spec.nodes > 1 and "--exclusive" not in spec.extra:
+        problems.append("horovodrun starts the other nodes' ranks over ssh, outside the job's Slurm step: on a "
+                        "node shared with other jobs they see, and may take, those jobs' GPUs (use --launcher "
+                        "srun or mpirun, whose ranks Slurm confines to this job's GPUs, or --sbatch-arg=--exclusive)")
     launches = re.findall(r"-np \S+|--ntasks=\S+", script.split("#SBATCH")[-1])
     if any("SLURM_NTASKS" not in launch and launch.split("=")[-1].split()[-1] != str(spec.ntasks)
            for launch in launches):

@@ -10,7 +10,8 @@ average lands back in ``.grad`` with no copy (torch DDP's ``gradient_as_bucket_v
 
 ``zero_grad`` therefore zeroes the buffers instead of setting gradients to None. A gradient that
 someone replaced (``p.grad = ...``, or set to None) is copied back into its view before its bucket
-is reduced.
+is reduced. The buckets follow the parameters: a model moved after its optimizer was wrapped
+(``model.to("cuda")``) gets new buckets on its device at the next ``zero_grad`` or backward.
 
 Adasum combines each tensor on its own, so it stays with Horovod's per-tensor optimizer.
 """
@@ -86,15 +87,34 @@ class GradientBuckets(torch.optim.Optimizer):
                  backward_passes_per_step: int) -> None:
         super().__init__(params)  # type: ignore[call-arg]  # the torch optimizer's own, with its defaults
         self._hvd, self._compression = hvd, compression
-        self._passes = backward_passes_per_step
+        self._passes, self._cap_bytes = backward_passes_per_step, cap_bytes
         self._should_synchronize = True
         trained = [p for group in self.param_groups for p in group["params"] if p.requires_grad]
         trained.reverse()  # backward produces the last layers' gradients first
-        plan = plan_buckets([(p.numel() * p.element_size(), (p.device, p.dtype)) for p in trained], cap_bytes)
-        self._buckets = tuple(self._make_bucket([trained[i] for i in members]) for members in plan)
-        for index, bucket in enumerate(self._buckets):
-            for param, view in zip(bucket.params, bucket.views, strict=True):
-                param.register_post_accumulate_grad_hook(self._arrival(index, view))  # type: ignore[no-untyped-call]
+        self._trained = tuple(trained)
+        self._place()
+        for position, param in enumerate(self._trained):
+            param.register_post_accumulate_grad_hook(self._arrival(position))  # type: ignore[no-untyped-call]
+
+    def _place(self) -> None:
+        """(Re)build the buckets on the parameters' devices and dtypes, keeping the gradients' values."""
+        plan = plan_buckets([(p.numel() * p.element_size(), (p.device, p.dtype)) for p in self._trained],
+                            self._cap_bytes)
+        self._buckets = tuple(self._make_bucket([self._trained[i] for i in members]) for members in plan)
+        home: dict[int, tuple[int, torch.Tensor]] = {}
+        for index, members in enumerate(plan):
+            home.update((position, (index, view)) for position, view in zip(members, self._buckets[index].views,
+                                                                            strict=True))
+        self._home = home
+
+    def _follow(self, pairs: Sequence[tuple[torch.nn.Parameter, torch.Tensor]]) -> None:
+        """Rebuild the buckets when a parameter moved away from its gradient's buffer
+        (``model.to(...)`` after wrapping the optimizer, which Horovod's optimizer tolerates too).
+        The optimizer's state (momentum, made by the first broadcast) moves with them, as torch's
+        ``load_state_dict`` places it."""
+        if any(param.device != buffer.device or param.dtype != buffer.dtype for param, buffer in pairs):
+            self._place()
+            super().load_state_dict(self.state_dict())
 
     def _make_bucket(self, params: list[torch.nn.Parameter]) -> _Bucket:
         flat = torch.zeros(sum(p.numel() for p in params), dtype=params[0].dtype, device=params[0].device)
@@ -108,8 +128,10 @@ class GradientBuckets(torch.optim.Optimizer):
             _adopt(param, view)
         return bucket
 
-    def _arrival(self, index: int, view: torch.Tensor) -> Any:
+    def _arrival(self, position: int) -> Any:
         def hook(param: torch.nn.Parameter) -> None:
+            self._follow([(param, self._home[position][1])])
+            index, view = self._home[position]
             bucket = self._buckets[index]
             if bucket.waiting == 0:
                 raise RuntimeError(f"gradients were computed more than {self._passes} time(s) before "
@@ -120,6 +142,9 @@ class GradientBuckets(torch.optim.Optimizer):
                 self._start(index)
         return hook
 
+    def _follow_model(self) -> None:
+        self._follow([(bucket.params[0], bucket.flat) for bucket in self._buckets])  # a model moves whole
+
     def _start(self, index: int) -> None:
         bucket = self._buckets[index]
         wire, bucket.ctx = self._compression.compress(bucket.flat)  # the buffer itself, or its fp16 copy
@@ -129,6 +154,8 @@ class GradientBuckets(torch.optim.Optimizer):
     def synchronize(self) -> None:
         """Finish every bucket's all-reduce (starting those whose gradients never all arrived):
         afterwards each ``.grad`` holds the average over all ranks."""
+        if all(bucket.handle is None for bucket in self._buckets):
+            self._follow_model()
         for index, bucket in enumerate(self._buckets):
             if bucket.handle is None:
                 for param, view in zip(bucket.params, bucket.views, strict=True):
@@ -159,6 +186,7 @@ class GradientBuckets(torch.optim.Optimizer):
         if any(bucket.handle is not None for bucket in self._buckets):
             raise RuntimeError("optimizer.zero_grad() was called after backward but before optimizer.step() "
                                "or synchronize(); it would race with the gradients' all-reduce")
+        self._follow_model()
         for bucket in self._buckets:
             bucket.flat.zero_()
             for param, view in zip(bucket.params, bucket.views, strict=True):

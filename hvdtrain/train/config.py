@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hvdtrain.errors import HvdtrainError
-from hvdtrain.job.cores import bind_rank
+from hvdtrain.job.cores import bind_rank, binds_cores, pci_numa_node
 from hvdtrain.job.signals import DEFAULT_PREEMPT_SIGNAL, preempt_signal_problem
+
+if TYPE_CHECKING:
+    from hvdtrain.train.dist import Dist
 
 OPTIMIZERS = ("sgd", "adam")
 DEVICES = ("auto", "cpu", "cuda")
@@ -155,10 +159,34 @@ def threads_for_rank(explicit: int | None, bound: Collection[int], local_size: i
     return explicit or len(bound) or default_threads(usable_cores(), local_size)
 
 
-def claim_cores(env: Mapping[str, str], explicit: int | None, local_rank: int, local_size: int) -> int:
-    """Bind this rank to its share of the cores when ``hvdtrain run`` asked for it; the torch
-    thread count it should then use."""
-    return threads_for_rank(explicit, bind_rank(env, local_rank, local_size), local_size)
+def claim_cores(env: Mapping[str, str], explicit: int | None, dist: Dist, device: str) -> int:
+    """Bind this rank to its share of the cores when ``hvdtrain run`` asked for it (near its GPU
+    when the ranks' GPUs' NUMA nodes are known); the torch thread count it should then use."""
+    return threads_for_rank(explicit, bind_rank(env, dist.local_rank, dist.local_size,
+                                                local_gpu_nodes(env, dist, device)), dist.local_size)
+
+
+def local_gpu_nodes(env: Mapping[str, str], dist: Dist, device: str) -> tuple[int | None, ...]:
+    """The NUMA node of each local rank's GPU, by local rank, when ranks bind themselves (then every
+    rank takes part in one all-gather at start-up: a rank under per-task GPU binding sees only its
+    own GPU); () when binding is off, or when this node's ranks are on the CPU."""
+    if not binds_cores(env):
+        return ()
+    host = socket.gethostname()
+    everyone = dist.allgather_object((host, dist.local_rank, gpu_numa_node(device)))
+    nodes = tuple(node for name, _, node in sorted(everyone, key=lambda item: item[:2]) if name == host)
+    return nodes if len(nodes) == dist.local_size and any(node is not None for node in nodes) else ()
+
+
+def gpu_numa_node(device: str) -> int | None:
+    """The NUMA node of the GPU ``device`` from the PCI bus id torch reports; None on the CPU, or
+    when the kernel does not say."""
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    props: Any = torch.cuda.get_device_properties(torch.device(device))  # torch's stubs lack the pci_* fields
+    return pci_numa_node(f"{props.pci_domain_id:04x}:{props.pci_bus_id:02x}:{props.pci_device_id:02x}.0")
 
 
 def usable_cores() -> int:

@@ -33,7 +33,7 @@ class Summary:
     samples_per_sec: float
     param_checksum: str
     rank_checksums: list[str]
-    layout: list[dict[str, Any]]  # where each rank ran, as Horovod saw it
+    layout: list[dict[str, Any]]  # where each rank ran, as Horovod saw it, and on which device
 
 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:

@@ -52,8 +52,8 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
 
 def place(model: nn.Module, cfg: TrainConfig, dist: Dist) -> str:
     """Bind this rank to its cores when asked, set its torch threads and device; move the model there."""
-    torch.set_num_threads(claim_cores(os.environ, cfg.threads_per_rank, dist.local_rank, dist.local_size))
     device = choose_device(cfg.device, detect_gpus(os.environ), dist.local_rank, dist.local_size, cfg.amp)
+    torch.set_num_threads(claim_cores(os.environ, cfg.threads_per_rank, dist, device))
     if device.startswith("cuda"):
         torch.cuda.set_device(device)  # Horovod: one GPU per rank
     model.to(device)
@@ -167,4 +167,4 @@ def summarize(job: Job, last: EpochMetrics | None, total: Throughput, val_loader
     return Summary(world_size=dist.size, epochs=cfg.epochs, final_val_loss=val_loss,
                    final_val_acc=val_acc, samples_per_sec=total.per_sec, param_checksum=mine,
                    rank_checksums=dist.allgather_object(mine),  # Horovod: every replica's hash
-                   layout=dist.allgather_object(asdict(my_slot(dist))))
+                   layout=dist.allgather_object({**asdict(my_slot(dist)), "device": job.rt.device}))
