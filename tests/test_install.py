@@ -171,7 +171,7 @@ def test_plan_for_cuda_torch_on_a_node_without_gpu(tmp_path):
     assert plan.env["HVDTRAIN_CXX_STANDARD"] == "20"
     assert plan.env["HOROVOD_GPU_OPERATIONS"] == "NCCL" and plan.env["HOROVOD_NCCL_LINK"] == "SHARED"
     assert plan.env["CUDA_HOME"] == plan.env["HOROVOD_CUDA_HOME"] == str(tmp_path)
-    assert plan.env["HOROVOD_NCCL_LIB"] == str(tmp_path / "links" / "lib")
+    assert plan.env["HOROVOD_NCCL_LIB"] == str(tmp_path / "links" / plan.target.cache_key / "lib")
     assert plan.env["HOROVOD_BUILD_CUDA_CC_LIST"] == "75,80,90"
     assert "_cuda-13.0_nccl-2.30.7_" in plan.target.cache_key
     assert "NCCL 2.30.7 with CUDA 13.0 for sm 75,80,90" in render_plan(plan, "build")
@@ -234,7 +234,7 @@ def test_patches_digest_changes_with_a_patch(tmp_path):
 
 def test_every_patch_applies_to_the_real_sdist(tmp_path):
     """Download (or reuse from the cache) Horovod's sdist, apply our patches with patch -p1, check the result."""
-    sdist = fetch_sdist(default_cache_dir(os.environ), tmp_path / "log", os.environ)
+    sdist = fetch_sdist(default_cache_dir(os.environ), tmp_path / "log", os.environ, {os.getuid()})
     source = extract_sdist(sdist, tmp_path)
     assert source == tmp_path / f"horovod-{HOROVOD_VERSION}"
     patches = patch_files()

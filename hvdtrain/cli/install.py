@@ -17,6 +17,7 @@ from hvdtrain.install.build import (
     is_installed,
     wheel_slot,
 )
+from hvdtrain.install.cache import trusted_owners
 from hvdtrain.install.patches import patch_files, patches_digest
 from hvdtrain.install.plan import plan_build, render_plan
 
@@ -26,15 +27,20 @@ from hvdtrain.install.plan import plan_build, render_plan
               help="Build without NCCL even for a CUDA build of torch (for nodes without GPUs).")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where built wheels are kept [default: $HVDTRAIN_CACHE or ~/.cache/hvdtrain].")
+@click.option("--shared-cache", default=None, metavar="OWNER",
+              help="Trust a cache folder that OWNER (a user name or uid) keeps for the team, besides your own.")
 @click.option("--rebuild", is_flag=True, help="Compile again even when a cached wheel fits.")
 @click.option("--dry-run", is_flag=True, help="Print what would be built, with which variables, and exit.")
-def build_horovod(cpu_only: bool, cache_dir: Path | None, rebuild: bool, dry_run: bool) -> None:
+def build_horovod(cpu_only: bool, cache_dir: Path | None, shared_cache: str | None, rebuild: bool,
+                  dry_run: bool) -> None:
     """Build Horovod 0.28.1 for this Python's torch (or reuse a cached build) and install it here.
 
     Detects the torch version (C++17 below 2.14, C++20 from 2.14), a CUDA build of torch and its
     toolkit (HOROVOD_CUDA_HOME, CUDA_HOME, CUDA_PATH, nvcc on PATH, /usr/local/cuda), NCCL
     (HOROVOD_NCCL_HOME or the nvidia-nccl wheel beside torch), torch's GPU architectures and the
-    compile jobs the cores and memory allow. Works on a login node without a GPU.
+    compile jobs the cores and memory allow. Works on a login node without a GPU. A cache folder,
+    wheel or sdist owned by someone else (unless --shared-cache names them), writable by group or
+    others, or not matching its sha256, is refused.
 
     \b
     Example:
@@ -43,11 +49,12 @@ def build_horovod(cpu_only: bool, cache_dir: Path | None, rebuild: bool, dry_run
     """
     env = dict(os.environ)
     cache_root = cache_dir or default_cache_dir(env)
+    trusted = trusted_owners(shared_cache)
     patches = patch_files()
     plan = plan_build(detect_probes(env), cpu_only, patches_digest(patches),
                       nccl_link_dir=cache_root / "nccl-links")
     slot = wheel_slot(cache_root, plan)
-    wheel = None if rebuild else cached_wheel(slot)
+    wheel = None if rebuild else cached_wheel(cache_root, slot, trusted)
     installed = not rebuild and is_installed(plan, sys.prefix)
     action = "already installed" if installed else f"install the cached wheel {wheel}" if wheel \
         else f"compile into {slot} (log: {slot / 'build.log'})"
@@ -61,6 +68,6 @@ def build_horovod(cpu_only: bool, cache_dir: Path | None, rebuild: bool, dry_run
     compiled = wheel is None
     if wheel is None:
         click.echo(f"Compiling Horovod with {plan.env['MAKEFLAGS']} (a few minutes); log: {slot / 'build.log'}")
-        wheel = build_wheel(plan, cache_root, env, patches)
+        wheel = build_wheel(plan, cache_root, env, patches, trusted)
     install_wheel(wheel, sys.prefix)
     click.echo(f"Installed {wheel.name} ({'compiled' if compiled else 'from the cache'}) into {sys.prefix}")

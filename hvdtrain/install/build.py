@@ -2,7 +2,8 @@
 
 The decisions live in ``plan.py``; this module runs the commands. Wheels are cached under
 ``$HVDTRAIN_CACHE`` (default ``~/.cache/hvdtrain``) by ``BuildTarget.cache_key``, so a second
-environment with the same torch, MPI, compiler, CUDA and NCCL installs in seconds.
+environment with the same torch, MPI, compiler, CUDA and NCCL installs in seconds; what may be
+trusted there is ``cache.py``'s to say.
 """
 
 from __future__ import annotations
@@ -17,14 +18,16 @@ import sys
 import sysconfig
 import tarfile
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 
+from hvdtrain.atomic import write_atomic
 from hvdtrain.errors import HvdtrainError
+from hvdtrain.install.cache import check_sha256, check_trusted, private_folder, verified_sha256
 from hvdtrain.install.patches import apply_patches
-from hvdtrain.install.plan import HOROVOD_VERSION, TOOL_HINTS, BuildPlan, Probes
+from hvdtrain.install.plan import HOROVOD_SDIST_SHA256, HOROVOD_VERSION, TOOL_HINTS, BuildPlan, Probes
 from hvdtrain.install.toolchain import find_cuda_home, find_nccl, parse_arch_flags, read_cuda_version
 from hvdtrain.launch.detect import detect_mpi
 
@@ -85,9 +88,25 @@ def wheel_slot(cache_root: Path, plan: BuildPlan) -> Path:
     return cache_root / "wheels" / plan.target.cache_key
 
 
-def cached_wheel(slot: Path) -> Path | None:
-    wheels = sorted(slot.glob("horovod-*.whl"))
-    return wheels[0] if wheels and (slot / RECORD).exists() else None
+def cached_wheel(cache_root: Path, slot: Path, trusted: Collection[int]) -> Path | None:
+    """The wheel built for this slot, when its record names it and it still has the recorded
+    sha256; None when there is none (or a record from before hvdtrain recorded one); refused
+    when the cache or the wheel cannot be trusted."""
+    for folder in (cache_root, slot.parent, slot):
+        if not os.path.lexists(folder):
+            return None
+        check_trusted(folder, os.lstat(folder), trusted)
+    record = slot / RECORD
+    if not os.path.lexists(record):
+        return None
+    verified_sha256(record, trusted)  # the record's owner and mode, before believing it
+    built = json.loads(record.read_text())
+    if not {"wheel", "wheel_sha256"} <= built.keys() or not os.path.lexists(slot / built["wheel"]):
+        return None
+    wheel = slot / Path(built["wheel"]).name
+    check_sha256(wheel, built["wheel_sha256"], trusted, "recorded when it was built",
+                 f"delete {slot}, or run with --rebuild")
+    return wheel
 
 
 def is_installed(plan: BuildPlan, prefix: str) -> bool:
@@ -112,15 +131,16 @@ def _run_logged(what: str, argv: list[str], log: Path, env: Mapping[str, str]) -
         raise HvdtrainError(f"{what} failed: {first_error[:300]}", f"the whole log is {log}")
 
 
-def fetch_sdist(cache_root: Path, log: Path, env: Mapping[str, str]) -> Path:
-    """Horovod's source release, downloaded once into the cache."""
-    folder = cache_root / "sdist"
+def fetch_sdist(cache_root: Path, log: Path, env: Mapping[str, str], trusted: Collection[int]) -> Path:
+    """Horovod's source release, downloaded once into the cache, with the pinned sha256."""
+    folder = private_folder(cache_root / "sdist", trusted)
     sdist = folder / f"horovod-{HOROVOD_VERSION}.tar.gz"
-    if not sdist.exists():
-        folder.mkdir(parents=True, exist_ok=True)
+    if not os.path.lexists(sdist):
         argv = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-d", str(folder),
                 f"horovod=={HOROVOD_VERSION}"]
         _run_logged("downloading the Horovod sdist", argv, log, env)
+    check_sha256(sdist, HOROVOD_SDIST_SHA256, trusted, "pinned for Horovod's release",
+                 f"delete {sdist}, and check which index pip downloads from (pip config list)")
     return sdist
 
 
@@ -139,12 +159,11 @@ def extract_sdist(sdist: Path, folder: Path) -> Path:
     return folder / f"horovod-{HOROVOD_VERSION}"
 
 
-def link_nccl(plan: BuildPlan) -> None:
-    """The nvidia-nccl wheel ships only ``libnccl.so.2``: give CMake a build-private ``libnccl.so``."""
+def link_nccl(plan: BuildPlan, trusted: Collection[int]) -> None:
+    """The nvidia-nccl wheel ships only ``libnccl.so.2``: give CMake a ``libnccl.so`` of this target's own."""
     if plan.nccl is None or not plan.nccl.needs_link:
         return
-    lib = Path(plan.env["HOROVOD_NCCL_LIB"])
-    lib.mkdir(parents=True, exist_ok=True)
+    lib = private_folder(Path(plan.env["HOROVOD_NCCL_LIB"]), trusted)
     for name in ("libnccl.so", plan.nccl.library.name):
         (lib / name).unlink(missing_ok=True)
         (lib / name).symlink_to(plan.nccl.library)
@@ -155,23 +174,28 @@ def build_env(plan: BuildPlan, base: Mapping[str, str]) -> dict[str, str]:
     return {**env, **plan.env}
 
 
-def build_wheel(plan: BuildPlan, cache_root: Path, env: Mapping[str, str], patches: Sequence[Path]) -> Path:
-    """Fetch, apply ``patches`` and compile; the wheel and its record land in the cache slot. Returns the wheel."""
-    slot = wheel_slot(cache_root, plan)
-    slot.mkdir(parents=True, exist_ok=True)
+def build_wheel(plan: BuildPlan, cache_root: Path, env: Mapping[str, str], patches: Sequence[Path],
+                trusted: Collection[int]) -> Path:
+    """Fetch, apply ``patches`` and compile; the wheel and its record (with the wheel's name and
+    sha256) land in the cache slot. Returns the wheel."""
+    slot = private_folder(wheel_slot(cache_root, plan), trusted)
     log = slot / "build.log"
-    log.write_text("")
-    sdist = fetch_sdist(cache_root, log, env)
+    write_atomic(log, "")
+    sdist = fetch_sdist(cache_root, log, env, trusted)
     with tempfile.TemporaryDirectory(prefix="hvdtrain-horovod-") as tmp:
-        source = extract_sdist(sdist, Path(tmp))
+        source = extract_sdist(sdist, Path(tmp) / "source")
         apply_patches(source, patches)
-        link_nccl(plan)
-        argv = [sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-w", str(slot), str(source)]
+        link_nccl(plan, trusted)
+        out = Path(tmp) / "wheel"
+        argv = [sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-w", str(out), str(source)]
         _run_logged("compiling Horovod", argv, log, build_env(plan, env))
-    wheel = next(slot.glob("horovod-*.whl"))
+        (built,) = out.glob("horovod-*.whl")
+        wheel = slot / built.name
+        write_atomic(wheel, built.read_bytes())
     record = {**asdict(plan.target), "cache_key": plan.target.cache_key,
-              "nccl_library": str(plan.nccl.library) if plan.nccl else None}
-    (slot / RECORD).write_text(json.dumps(record, indent=2) + "\n")
+              "nccl_library": str(plan.nccl.library) if plan.nccl else None,
+              "wheel": wheel.name, "wheel_sha256": verified_sha256(wheel, trusted)}
+    write_atomic(slot / RECORD, json.dumps(record, indent=2) + "\n")
     return wheel
 
 

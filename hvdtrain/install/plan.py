@@ -22,6 +22,9 @@ from hvdtrain.install.toolchain import (
 )
 
 HOROVOD_VERSION = "0.28.1"
+# PyPI's horovod-0.28.1.tar.gz (Spack's py-horovod recipe pins the same): checked after every
+# download and before every use, whichever index pip downloaded it from.
+HOROVOD_SDIST_SHA256 = "92a43f5a94c43907a56805bad15f19700c62ffc83b7ca483f9e104e229f67ef0"
 # Horovod's frameworks and collectives: PyTorch only, with both MPI and Gloo controllers.
 FRAMEWORK_ENV = {
     "HOROVOD_WITH_PYTORCH": "1",
@@ -133,7 +136,7 @@ def choose_gpu_operations(probes: Probes, cpu_only: bool) -> str:
 
 
 def plan_build(probes: Probes, cpu_only: bool, patches_digest: str, nccl_link_dir: Path) -> BuildPlan:
-    """The build for this environment; ``nccl_link_dir`` is where a ``libnccl.so`` link would go."""
+    """The build for this environment; a ``libnccl.so`` link would go in ``nccl_link_dir/<cache key>``."""
     if probes.torch is None:
         raise HvdtrainError("torch does not import in this Python",
                             "pip install your torch first (e.g. pip install torch==2.14.1), then build Horovod")
@@ -152,18 +155,20 @@ def plan_build(probes: Probes, cpu_only: bool, patches_digest: str, nccl_link_di
         if not archs:
             raise HvdtrainError(f"torch {probes.torch} names no GPU architectures to build for",
                                 "set HOROVOD_BUILD_CUDA_CC_LIST, e.g. 80,90")
-        home = nccl_link_dir if nccl.needs_link else nccl.include.parent
+    target = BuildTarget(
+        horovod=HOROVOD_VERSION, torch=probes.torch, torch_cuda=probes.torch_cuda, mpi=probes.mpi,
+        python_abi=probes.python_abi, compiler=parse_compiler_id(probes.compiler_version), cxx_standard=standard,
+        gpu_operations=gpu, cuda=probes.cuda_version if gpu else None, nccl=nccl.version if nccl else None,
+        cuda_archs=archs, patches_digest=patches_digest)
+    if archs and nccl is not None and probes.cuda_home is not None:
+        # Links of one target's own: two builds for different targets never re-point each other's.
+        home = nccl_link_dir / target.cache_key if nccl.needs_link else nccl.include.parent
         env.update(HOROVOD_GPU_OPERATIONS="NCCL", HOROVOD_CUDA_HOME=str(probes.cuda_home),
                    CUDA_HOME=str(probes.cuda_home), HOROVOD_NCCL_HOME=str(home),
                    HOROVOD_NCCL_INCLUDE=str(nccl.include), HOROVOD_NCCL_LIB=str(home / "lib"),
                    HOROVOD_BUILD_CUDA_CC_LIST=",".join(map(str, archs)))
         if nccl.library.suffix != ".a":
             env["HOROVOD_NCCL_LINK"] = "SHARED"
-    target = BuildTarget(
-        horovod=HOROVOD_VERSION, torch=probes.torch, torch_cuda=probes.torch_cuda, mpi=probes.mpi,
-        python_abi=probes.python_abi, compiler=parse_compiler_id(probes.compiler_version), cxx_standard=standard,
-        gpu_operations=gpu, cuda=probes.cuda_version if gpu else None, nccl=nccl.version if nccl else None,
-        cuda_archs=archs, patches_digest=patches_digest)
     unset = () if gpu else tuple(name for name in GPU_ENV if name in probes.env)
     return BuildPlan(target, env, unset, nccl)
 
