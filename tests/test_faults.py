@@ -6,6 +6,7 @@ import signal
 import subprocess
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 from conftest import HVDTRAIN, hvdtrain
@@ -116,15 +117,20 @@ def test_elastic_training_survives_a_lost_worker(tmp_path):
     discover.write_text("#!/bin/sh\necho localhost:1\necho 127.0.0.1:1\n")
     discover.chmod(0o755)
     run_dir, out = tmp_path / "run", tmp_path / "out"
+    secret = f"token-{os.getpid()}-{tmp_path.name}"  # in the caller's environment, forwarded to no one
     job = subprocess.Popen([HVDTRAIN, "run", "-np", "2", "--elastic", "--min-np", "1", "--host-discovery-script",
                             str(discover), "--output-dir", str(run_dir), "--", HVDTRAIN, "train", "--elastic",
                             "--model", "mlp", "--epochs", "15", "--commit-every", "5", "--out", str(out)],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env={**os.environ, "API_TOKEN": secret})
     try:
         deadline = time.monotonic() + 120
         while not (run_dir / "rank-1.progress").exists():
             assert job.poll() is None and time.monotonic() < deadline, "training never started"
             time.sleep(0.2)
+        lines = b"\n".join(_cmdline(pid) for pid in filter(str.isdigit, os.listdir("/proc")))
+        assert b"HOROVOD_HOSTNAME=" in lines and secret.encode() not in lines  # horovodrun's K=V lines, no secret
+        assert (run_dir / "discover-hosts").read_text().endswith(f"discover-hosts {discover}\n")
         os.kill(json.loads((run_dir / "rank-1.json").read_text())["pid"], signal.SIGKILL)
         stdout, stderr = job.communicate(timeout=180)
     finally:
@@ -156,3 +162,22 @@ def test_a_helper_the_rank_started_ends_with_the_rank(script, exit_code, tmp_pat
     assert done.returncode == exit_code, done.stdout[-2000:] + done.stderr[-2000:]
     reports = [json.loads(path.read_text()) for path in (tmp_path / "runs").glob("rank-*.json")]
     assert sorted(report["exit_code"] for report in reports) == [exit_code] * 2
+
+
+def _cmdline(pid):
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # ended meanwhile
+        return b""
+
+
+def test_host_discovery_passes_on_only_valid_hosts(tmp_path):
+    canary = tmp_path / "canary"
+    script = tmp_path / "discover.sh"
+    script.write_text(f"#!/bin/sh\necho node1:4\necho 'node2;touch {canary}:2'\necho '$(touch {canary}):1'\n"
+                      "echo\necho 10.0.0.5:2\necho '[fe80::1]:2'\nexit 3\n")
+    script.chmod(0o700)
+    done = hvdtrain("discover-hosts", str(script))
+    assert done.returncode == 3 and done.stdout == "node1:4\n10.0.0.5:2\n", done.stdout + done.stderr
+    assert done.stderr.count("hvdtrain: ignoring a line of") == 3 and not canary.exists()
+    assert "horovodrun takes no IPv6 address" in done.stderr

@@ -13,7 +13,7 @@ from hvdtrain.cli.doctor import doctor
 from hvdtrain.cli.hostfile import hostfile
 from hvdtrain.cli.install import build_horovod
 from hvdtrain.cli.plot import plot
-from hvdtrain.cli.run import run, supervise
+from hvdtrain.cli.run import discover_hosts, run, supervise
 from hvdtrain.cli.slurm import slurm
 from hvdtrain.cli.train import train
 from hvdtrain.errors import HvdtrainError
@@ -31,7 +31,7 @@ def cli() -> None:
     """
 
 
-for command in (doctor, run, hostfile, train, slurm, bench, build_horovod, plot, supervise):
+for command in (doctor, run, hostfile, train, slurm, bench, build_horovod, plot, supervise, discover_hosts):
     cli.add_command(command)
 
 

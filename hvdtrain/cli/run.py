@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -131,3 +132,20 @@ def supervise(ctx: click.Context, run_dir: Path, command: tuple[str, ...]) -> No
     from hvdtrain.job.supervisor import supervise as run_supervised
 
     ctx.exit(run_supervised(command, run_dir, os.environ))
+
+
+@click.command("discover-hosts", hidden=True, context_settings=COMMAND_CONTEXT)
+@click.argument("script", type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_context
+def discover_hosts(ctx: click.Context, script: Path) -> None:
+    """Run an elastic job's host discovery script; print only its valid host:slots lines (horovodrun
+    runs this through the wrapper `hvdtrain run --elastic` writes)."""
+    from hvdtrain.job.failure import printable
+    from hvdtrain.launch.discovery import valid_hosts
+
+    done = subprocess.run([str(script)], stdout=subprocess.PIPE, text=True, check=False)
+    hosts, rejected = valid_hosts(done.stdout)
+    for reason in rejected:
+        click.echo(f"hvdtrain: ignoring a line of {script}: {printable(reason)}", err=True)
+    click.echo("".join(f"{host}\n" for host in hosts), nl=False)
+    ctx.exit(done.returncode)

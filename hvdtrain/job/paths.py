@@ -48,6 +48,11 @@ class RunPaths:
         base = Path(env[RUNS_DIR_VARIABLE]) if env.get(RUNS_DIR_VARIABLE) else cwd / DEFAULT_RUNS_DIR
         return cls(base / f"run-{stamp}-{pid}-{nonce}", fresh=True)
 
+    @property
+    def discovery(self) -> Path:
+        """An elastic job's host discovery wrapper (``launch/discovery.py``)."""
+        return self.root / "discover-hosts"
+
     def restart(self, attempt: int) -> RunPaths:
         """The folder of the job's ``attempt``-th restart, beside this one."""
         return RunPaths(self.root.with_name(f"{self.root.name}-restart{attempt}"), fresh=True)

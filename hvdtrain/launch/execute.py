@@ -27,6 +27,10 @@ class Outcome:
 def execute(request: RunRequest) -> Outcome:
     """Run exactly ``request`` (what ``--dry-run`` prints); return the launcher's exit status."""
     claim_run_dir(request.paths.root, os.getuid(), request.paths.fresh)
+    for path, text in request.scripts:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o700)
+        with os.fdopen(fd, "w") as script:
+            script.write(text)
     return run_argv(request.argv, request.env)
 
 

@@ -18,6 +18,7 @@ from hvdtrain.hosts.host import Host
 from hvdtrain.job.paths import RunPaths
 from hvdtrain.launch.choose import LauncherChoice, build_parts, choose_launcher, render_explanation
 from hvdtrain.launch.detect import LauncherProbes
+from hvdtrain.launch.discovery import discovery_wrapper
 from hvdtrain.launch.plan import (
     DEFAULT_STALL_TIMEOUT_S,
     ElasticSettings,
@@ -72,6 +73,7 @@ class RunRequest:
     parts: tuple[Part, ...]
     env: Mapping[str, str] = field(repr=False)
     paths: RunPaths
+    scripts: tuple[tuple[Path, str], ...] = ()  # made in the run folder before the launch: path, text
 
     @property
     def argv(self) -> list[str]:
@@ -100,11 +102,13 @@ def plan_run(options: RunOptions, env: Mapping[str, str], probes: LauncherProbes
         supervisor=supervisor_prefix(hvdtrain_exe, paths.root), stall_timeout=options.stall_timeout,
         tag_output=options.tag_output, timeline=options.timeline, launcher_args=split_args(options.mpi_args),
         ssh=options.ssh, network_interface=options.network_interface, oversubscribe=options.oversubscribe,
-        elastic=elastic_settings(options))
+        elastic=elastic_settings(options, paths))
     choice = choose_launcher(options.launcher, job, probes.srun_plugins, probes.mpi, elastic=options.elastic)
     if choice.name == "horovodrun":
         launcher_env = allowed_env(launcher_env, plan)
-    return RunRequest(plan, choice, tuple(build_parts(plan, choice)), launcher_env, paths)
+    scripts = ((paths.discovery, discovery_wrapper(hvdtrain_exe, options.host_discovery_script)),) \
+        if plan.elastic and options.host_discovery_script else ()
+    return RunRequest(plan, choice, tuple(build_parts(plan, choice)), launcher_env, paths, scripts)
 
 
 # What horovodrun itself needs beyond what the ranks get: it writes every variable of its
@@ -118,7 +122,9 @@ def allowed_env(env: Mapping[str, str], plan: LaunchPlan) -> dict[str, str]:
     return {name: value for name, value in env.items() if name in wanted}
 
 
-def elastic_settings(options: RunOptions) -> ElasticSettings | None:
+def elastic_settings(options: RunOptions, paths: RunPaths) -> ElasticSettings | None:
+    """horovodrun's elastic settings; it runs the discovery wrapper in the run folder, which runs
+    the user's script."""
     script = options.host_discovery_script
     if not options.elastic:
         if options.min_np is not None or options.max_np is not None or script is not None:
@@ -129,7 +135,7 @@ def elastic_settings(options: RunOptions) -> ElasticSettings | None:
         raise HvdtrainError("--elastic needs --host-discovery-script", "give an executable that prints host:slots")
     if not os.access(script, os.X_OK) or not script.is_file():
         raise HvdtrainError(f"host discovery script {script} is not an executable file", f"chmod +x {script}")
-    return ElasticSettings(options.min_np or 1, options.max_np or options.np, script.absolute())
+    return ElasticSettings(options.min_np or 1, options.max_np or options.np, paths.discovery)
 
 
 def split_args(text: str) -> tuple[str, ...]:
