@@ -77,8 +77,9 @@ def test_a_segment_a_dead_job_left_is_removed_and_a_live_ones_kept(tmp_path):
     try:
         for path in (stale, live):
             path.write_bytes(b"")
-        run_worker(tmp_path, 2, "shm")
+        _, trace, _ = run_worker(tmp_path, 2, "shm")
         assert not stale.exists() and live.exists()
+        assert "SHM_ALLREDUCE" in trace  # files under this user's prefix take nothing from the job
     finally:
         stale.unlink(missing_ok=True)
         live.unlink(missing_ok=True)
