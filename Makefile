@@ -20,7 +20,7 @@ BUILD_TOOLS := mpicc=libopenmpi-dev mpirun=openmpi-bin cmake=cmake c++=g++ make=
 TEST_TOOLS := slurmctld=slurmctld slurmd=slurmd sbatch=slurm-client munged=munge libpmix.so=libpmix-dev \
   sshd=openssh-server ssh=openssh-client ip=iproute2
 
-.PHONY: install build-tools test-tools torch demo test test-gpu lint bench clean slurm-up slurm-down
+.PHONY: install build-tools test-tools torch demo test test-gpu lint docs docs-serve bench clean slurm-up slurm-down
 
 install: build-tools torch $(STAMP)
 
@@ -44,7 +44,7 @@ $(STAMP): setup.cfg pyproject.toml $(wildcard hvdtrain/install/*.py hvdtrain/ins
           $(wildcard $(VENV)/lib/python3*/site-packages/torch/version.py)
 	$(PIP) numpy
 	$(PIP) --no-binary mpi4py mpi4py
-	$(PIP) --no-build-isolation -e '.[dev,tensorboard,mlflow]'
+	$(PIP) --no-build-isolation -e '.[dev,docs,tensorboard,mlflow]'
 	$(HVDTRAIN) build-horovod
 	$(HVDTRAIN) doctor
 	touch $@
@@ -66,6 +66,13 @@ test: install test-tools lint
 test-gpu: install
 	HVDTRAIN_GPU_CHECKS=1 $(PY) -m pytest -rs tests/gpu_checks.py
 
+# The documentation site (docs/, mkdocs.yml) into site/; `make test` builds it too (tests/test_docs.py).
+docs: install
+	$(abspath $(VENV))/bin/mkdocs build --strict --site-dir site
+
+docs-serve: install
+	$(abspath $(VENV))/bin/mkdocs serve
+
 # Benchmarks (not part of `make test`): idle CPU per rank, all-reduce per backend and training
 # throughput against DDP, the independent-process limit and upstream's busy waiting (same binary),
 # written to bench-out/ (JSON, CSV, PNG).
@@ -83,4 +90,4 @@ slurm-down:
 	bash slurm/local-cluster.sh down
 
 clean:
-	rm -rf $(VENV) runs build hvdtrain.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) runs build site hvdtrain.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -6,7 +6,7 @@ gloo is timed. Every all-reduce result is checked; the time of a size is the slo
 ``paired`` is the exception: Horovod Sum and raw MPI in one job, timed in alternating blocks, so
 that both see the same state of the machine. On the 2-core VM, raw MPI's own time at 64 KiB and
 1 MiB has two levels about 2x and 5x apart, which hold for a whole job and often for several
-(README, "This machine's phases"); jobs of their own can draw different levels.
+(docs/performance.md, "This machine's phases"); jobs of their own can draw different levels.
 """
 
 from __future__ import annotations

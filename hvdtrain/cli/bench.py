@@ -22,7 +22,8 @@ def bench() -> None:
 
 
 @bench.command()
-@click.option("-np", "--np", "np_", type=click.IntRange(min=2), default=2, show_default=True)
+@click.option("-np", "--np", "np_", type=click.IntRange(min=2), default=2, show_default=True,
+              help="Ranks, all on this machine.")
 @click.option("--sizes", default="4K,64K,1M,16M,64M", show_default=True, help="Message sizes (K, M, G = 1024^n).")
 @click.option("--backends", default=",".join(BACKENDS), show_default=True,
               help="paired: Horovod Sum and raw MPI alternating in one job, so both meet the same machine.")
@@ -49,10 +50,12 @@ def allreduce(np_: int, sizes: str, backends: str, rounds: int, out: Path) -> No
 
 
 @bench.command()
-@click.option("-np", "--np", "np_", type=click.IntRange(min=2), default=2, show_default=True)
+@click.option("-np", "--np", "np_", type=click.IntRange(min=2), default=2, show_default=True,
+              help="Ranks, all on this machine.")
 @click.option("--models", default="resnet,wide_mlp,deep_narrow", show_default=True,
               help="resnet (compute-bound), wide_mlp (~50M parameters), deep_narrow (many small layers).")
-@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Interleaved rounds of every configuration; the tables report medians.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Per rank.")
 @click.option("--timeline", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write a Horovod timeline of hvdtrain's first round here.")
@@ -78,10 +81,12 @@ def train(np_: int, models: str, rounds: int, batch_size: int, timeline: Path | 
 
 
 @bench.command()
-@click.option("-np", "--np", "np_", type=click.IntRange(min=2), default=2, show_default=True)
+@click.option("-np", "--np", "np_", type=click.IntRange(min=2), default=2, show_default=True,
+              help="Ranks, all on this machine.")
 @click.option("--seconds", type=click.FloatRange(min=0.5), default=5.0, show_default=True,
               help="How long each rank sleeps.")
-@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Interleaved rounds of every configuration; the tables report medians.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("bench-out"),
               show_default=True, help="idle.json.")
 def idle(np_: int, seconds: float, rounds: int, out: Path) -> None:
@@ -104,12 +109,13 @@ def idle(np_: int, seconds: float, rounds: int, out: Path) -> None:
 @click.option("--nodes", default="2,4,8,16,32,64,128,256", show_default=True, help="Worker counts.")
 @click.option("--bandwidth", type=click.FloatRange(min=0, min_open=True), required=True, help="GB/s per link.")
 @click.option("--latency", type=click.FloatRange(min=0), default=10.0, show_default=True, help="Microseconds.")
-@click.option("--bytes-per-param", type=click.Choice(["2", "4"]), default=str(GRADIENT_BYTES), show_default=True)
+@click.option("--bytes-per-param", type=click.Choice(["2", "4"]), default=str(GRADIENT_BYTES), show_default=True,
+              help="Bytes per gradient element: 4 (float32) or 2 (fp16 compression).")
 def model(params: float, step_time: float, nodes: str, bandwidth: float, latency: float, bytes_per_param: str) -> None:
     """Predict scaling efficiency with a ring all-reduce model. A MODEL, not a measurement.
 
     \b
-    Example (ResNet-101 on 25 GbE, see README):
+    Example (ResNet-101 on 25 GbE, see docs/performance.md):
       hvdtrain bench model --params 44.5e6 --step-time 0.49 --bandwidth 3.125 --latency 25
     """
     from hvdtrain.bench.model import predict

@@ -24,9 +24,11 @@ def hostfile() -> None:
 
 @hostfile.command()
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="openmpi", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="openmpi", show_default=True,
+              help="The hostfile format to print.")
 @click.option("-np", "--np", "np_", type=int, default=None, help="Also show the rank layout for NP ranks.")
-@click.option("--map-by", type=click.Choice(["slot", "node"]), default="slot", show_default=True)
+@click.option("--map-by", type=click.Choice(["slot", "node"]), default="slot", show_default=True,
+              help="Fill each host's slots in order (slot), or one rank per host in turn (node).")
 def show(path: Path, fmt: str, np_: int | None, map_by: str) -> None:
     """Parse and validate PATH, print it in FORMAT, and the rank layout for -np.
 
@@ -47,7 +49,8 @@ def show(path: Path, fmt: str, np_: int | None, map_by: str) -> None:
 @hostfile.command("from-slurm")
 @click.option("--nodelist", default=None, help="Slurm hostlist [default: $SLURM_JOB_NODELIST].")
 @click.option("--tasks-per-node", default=None, help="e.g. 2(x3),1 [default: $SLURM_TASKS_PER_NODE].")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="openmpi", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="openmpi", show_default=True,
+              help="The hostfile format to print.")
 @click.option("--hostnames", is_flag=True,
               help="Use each node's NodeHostname (from scontrol) instead of its Slurm node name.")
 def from_slurm(nodelist: str | None, tasks_per_node: str | None, fmt: str, hostnames: bool) -> None:
@@ -69,7 +72,7 @@ def from_slurm(nodelist: str | None, tasks_per_node: str | None, fmt: str, hostn
 
 @hostfile.command()
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--to", "fmt", type=click.Choice(FORMATS), required=True)
+@click.option("--to", "fmt", type=click.Choice(FORMATS), required=True, help="The format to write.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write here instead of standard output.")
 def convert(path: Path, fmt: str, output: Path | None) -> None:

@@ -59,7 +59,8 @@ _default = defaults_of(TrainConfig)
               help="digits, synthetic, npz:PATH, csv:PATH, or module:function of your own.")
 @click.option("--label-column", default=_default("label_column"), show_default=True,
               help="The label column of a csv: dataset.")
-@click.option("--epochs", type=int, default=_default("epochs"), show_default=True)
+@click.option("--epochs", type=int, default=_default("epochs"), show_default=True,
+              help="Passes over the training data (a resumed run counts the ones done).")
 @click.option("--batch-size", type=int, default=_default("batch_size"), show_default=True,
               help="Samples per rank per step.")
 @click.option("--lr", type=float, default=_default("lr"), show_default=True, help="Learning rate for one rank.")
@@ -68,10 +69,13 @@ _default = defaults_of(TrainConfig)
               help="Ramp the LR linearly from the one-rank LR to the scaled LR over these epochs.")
 @click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default=_default("lr_schedule"), show_default=True,
               help="After warmup: constant, cosine to 0, or step (x0.1 at 1/2 and 3/4).")
-@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=_default("optimizer"), show_default=True)
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=_default("optimizer"), show_default=True,
+              help="SGD with --momentum, or Adam.")
 @click.option("--momentum", type=float, default=_default("momentum"), show_default=True, help="SGD momentum.")
-@click.option("--seed", type=int, default=_default("seed"), show_default=True)
-@click.option("--shuffle/--no-shuffle", default=_default("shuffle"), show_default=True)
+@click.option("--seed", type=int, default=_default("seed"), show_default=True,
+              help="Seed of the model's initial weights, the split and the shuffling.")
+@click.option("--shuffle/--no-shuffle", default=_default("shuffle"), show_default=True,
+              help="Shuffle the training data each epoch (the same order on every run with one --seed).")
 @click.option("--accumulate", type=int, default=_default("accumulate"), show_default=True,
               help="Micro-batches per optimizer step; gradients are all-reduced once per step.")
 @click.option("--compression", type=click.Choice(COMPRESSIONS), default=_default("compression"), show_default=True,
@@ -89,7 +93,9 @@ _default = defaults_of(TrainConfig)
               help="Validate every N epochs (and last).")
 @click.option("--threads-per-rank", type=int, default=_default("threads_per_rank"),
               help="torch threads per rank [default: usable cores / ranks on this node].")
-@click.option("--device", type=click.Choice(DEVICES), default=_default("device"), show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), default=_default("device"), show_default=True,
+              help="auto: a GPU per rank when the rank sees one (cuda:<local rank>, or cuda:0 when bound per task), "
+                   "else the CPU.")
 @click.option("--out", type=PATH, default=_default("out"),
               help="Directory for metrics.jsonl, summary.json, run.json and model.pt (written by rank 0).")
 @click.option("--checkpoint-dir", type=PATH, default=_default("checkpoint_dir"),

@@ -32,12 +32,13 @@ from hvdtrain.install.toolchain import find_cuda_home, find_nccl, parse_arch_fla
 from hvdtrain.launch.detect import detect_mpi
 
 RECORD = "horovod-build.json"
+CACHE_VARIABLE = "HVDTRAIN_CACHE"
 
 
 def default_cache_dir(env: Mapping[str, str]) -> Path:
     """``$HVDTRAIN_CACHE`` or ``$XDG_CACHE_HOME/hvdtrain`` or ``~/.cache/hvdtrain``."""
-    if env.get("HVDTRAIN_CACHE"):
-        return Path(env["HVDTRAIN_CACHE"])
+    if env.get(CACHE_VARIABLE):
+        return Path(env[CACHE_VARIABLE])
     base = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "hvdtrain"
 

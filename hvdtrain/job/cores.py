@@ -8,7 +8,7 @@ lose 1-10% (torch's `--numa-binding` notes).
 Why: Horovod's threads that sleep instead of spinning wake on whichever core the scheduler picks,
 and unbound it sometimes put both ranks' background threads on one core while the other idled. On
 the 2-core VM a 16 MiB all-reduce then took 8.9 ms against 7.1 with upstream's spinning; bound,
-6.6 against 6.6 (README, Performance).
+6.6 against 6.6 (docs/performance.md).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ from hvdtrain.launch.plan import ENV_REASONS, LaunchPlan, Part, forward_reason
 
 # With Open MPI's default busy-polling a rank waiting in the all-reduce spins on a core another
 # rank computes on. Yielding when idle and not binding ranks to cores made the built-in CNN train
-# 1.25x faster at 2 ranks on 2 cores (README, "Why these mpirun flags").
+# 1.25x faster at 2 ranks on 2 cores (docs/performance.md, "Why these mpirun flags").
 CPU_FRIENDLY_MCA = (("mpi_yield_when_idle", "1"),)
 
 

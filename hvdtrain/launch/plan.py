@@ -168,7 +168,7 @@ def stall_settings(timeout_s: int) -> tuple[tuple[str, str], ...]:
 
 # Horovod's background thread gathers requests every cycle (Horovod's default: 1 ms), which puts
 # a floor under each all-reduce's latency. Measured here: 0.1 ms cut a 64 KiB all-reduce from
-# about 1.2 ms to 0.4-0.6 ms, and training was no slower (README, Performance). With our patch's
+# about 1.2 ms to 0.4-0.6 ms, and training was no slower (docs/performance.md). With our patch's
 # sleeping wait, a synchronous all-reduce ends the cycle early, so the cycle is only the window in
 # which asynchronous requests (gradients during backward) share a round; 0.1, 0.3 and 1 ms then
 # trained alike here.

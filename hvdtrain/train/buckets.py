@@ -4,7 +4,7 @@ all-reduce, started during backward as soon as its last gradient is in (torch DD
 Horovod's ``DistributedOptimizer`` all-reduces every gradient tensor on its own: a Python hook
 that enqueues it, a negotiation entry, and a wait, per tensor. On a compute-bound CNN whose ranks
 share their cores with the model, that per-tensor path cost about 1 ms of a 21 ms step more than
-one all-reduce of all the gradients (README, performance). Here each parameter's ``.grad`` is a view
+one all-reduce of all the gradients (docs/performance.md). Here each parameter's ``.grad`` is a view
 into its bucket's buffer, so backward writes the gradients where the all-reduce reads them and the
 average lands back in ``.grad`` with no copy (torch DDP's ``gradient_as_bucket_view``).
 
