@@ -3,6 +3,10 @@ into the site; ``tests/test_docs.py`` checks that every variable the code names 
 
 from __future__ import annotations
 
+import html
+import shlex
+from typing import Any
+
 from hvdtrain.install.build import CACHE_VARIABLE
 from hvdtrain.job.cores import BIND_VARIABLE
 from hvdtrain.job.paths import RUN_DIR_VARIABLE, RUNS_DIR_VARIABLE
@@ -58,6 +62,21 @@ def environment_page() -> str:
         "## Forwarded to every rank, with the caller's value, when set\n", _table(("pattern", "why"), FORWARDED_ENV),
         f"Never forwarded: {', '.join(f'`{name}`' for name in NOT_FORWARDED)} (each node's scheduler sets its own). "
         "`-x NAME`, `-x PREFIX_*` and `-x NAME=VALUE` add your own.\n"])
+
+
+def bad_input_page(cases: list[dict[str, Any]]) -> str:
+    """Every bad-input case the tests run (tests/data/bad_inputs.yaml): the command and the message
+    in its one line on stderr (exit 2)."""
+    rows = "".join(f"| <code>{_html(shlex.join(['hvdtrain', *map(str, case['args'])]))}</code> | "
+                   f"{_html(str(case['message']))} |\n" for case in cases)
+    return "\n".join(["# Bad input\n", f"The {len(cases)} cases `make test` runs (`tests/data/bad_inputs.yaml`): each "
+                      "exits 2 with one line on stderr containing the message, writes nothing, and shows no "
+                      "traceback.\n", "| command | the line contains |\n|---|---|\n" + rows])
+
+
+def _html(text: str) -> str:
+    """Table-cell text: control characters as escapes, HTML escaped, no column separator."""
+    return html.escape(text.encode("unicode_escape").decode()).replace("|", "&#124;")
 
 
 def exit_codes_page() -> str:
