@@ -68,10 +68,10 @@ test-gpu: install
 
 # The documentation site (docs/, mkdocs.yml) into site/; `make test` builds it too (tests/test_docs.py).
 docs: install
-	$(abspath $(VENV))/bin/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(abspath $(VENV))/bin/mkdocs build --strict --site-dir site
 
 docs-serve: install
-	$(abspath $(VENV))/bin/mkdocs serve
+	NO_MKDOCS_2_WARNING=1 $(abspath $(VENV))/bin/mkdocs serve
 
 # Benchmarks (not part of `make test`): idle CPU per rank, all-reduce per backend and training
 # throughput against DDP, the independent-process limit and upstream's busy waiting (same binary),
