@@ -55,7 +55,7 @@ def setup(device: str = "auto", threads: int | None = None) -> Context:
     show_log()
     dist = init_dist(os.environ)
     chosen = torch.device(choose_device(device, detect_gpus(os.environ), dist.local_rank, dist.local_size))
-    torch.set_num_threads(claim_cores(os.environ, threads, dist, str(chosen)))
+    claim_cores(os.environ, threads, dist, str(chosen))
     if chosen.type == "cuda":
         torch.cuda.set_device(chosen)
     _context.append(Context(dist.rank, dist.size, dist.local_rank, chosen, dist))

@@ -161,9 +161,17 @@ def threads_for_rank(explicit: int | None, bound: Collection[int], local_size: i
 
 def claim_cores(env: Mapping[str, str], explicit: int | None, dist: Dist, device: str) -> int:
     """Bind this rank to its share of the cores when ``hvdtrain run`` asked for it (near its GPU
-    when the ranks' GPUs' NUMA nodes are known); the torch thread count it should then use."""
-    return threads_for_rank(explicit, bind_rank(env, dist.local_rank, dist.local_size,
-                                                local_gpu_nodes(env, dist, device)), dist.local_size)
+    when the ranks' GPUs' NUMA nodes are known) and set torch's threads to match; returns their
+    number. The even split's count is set first, before the all-gather runs any torch op: a pool
+    of OpenMP threads made at the default count can deadlock DataLoader workers forked later
+    (a worker hung on a futex here when the all-gather came first)."""
+    import torch
+
+    torch.set_num_threads(threads_for_rank(explicit, (), dist.local_size))
+    threads = threads_for_rank(explicit, bind_rank(env, dist.local_rank, dist.local_size,
+                                                   local_gpu_nodes(env, dist, device)), dist.local_size)
+    torch.set_num_threads(threads)
+    return threads
 
 
 def local_gpu_nodes(env: Mapping[str, str], dist: Dist, device: str) -> tuple[int | None, ...]:

@@ -53,7 +53,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
 def place(model: nn.Module, cfg: TrainConfig, dist: Dist) -> str:
     """Bind this rank to its cores when asked, set its torch threads and device; move the model there."""
     device = choose_device(cfg.device, detect_gpus(os.environ), dist.local_rank, dist.local_size, cfg.amp)
-    torch.set_num_threads(claim_cores(os.environ, cfg.threads_per_rank, dist, device))
+    claim_cores(os.environ, cfg.threads_per_rank, dist, device)
     if device.startswith("cuda"):
         torch.cuda.set_device(device)  # Horovod: one GPU per rank
     model.to(device)
