@@ -62,9 +62,13 @@ test: install test-tools lint
 
 # GPU checks, kept out of `make test` (CI has no GPU): NCCL, device choice per rank, fp16 resume,
 # accumulation/clipping/compression/Adam, the example (tests/gpu_checks.py says what each needs;
-# -rs prints why a two-GPU check was skipped on one GPU). Needs a CUDA torch: make test-gpu TORCH=2.14.1
+# the two-GPU ones are left out, with a line saying so, on a node with one). Needs a CUDA torch:
+# make test-gpu TORCH=2.14.1
 test-gpu: install
-	HVDTRAIN_GPU_CHECKS=1 $(PY) -m pytest -rs tests/gpu_checks.py
+	@gpus=$$($(PY) -c 'import torch; print(torch.cuda.device_count())'); set --; \
+	if [ "$$gpus" -lt 2 ]; then echo "test-gpu: $$gpus GPU(s) here: the two-GPU checks are left out"; \
+	  set -- -m 'not two_gpus'; fi; \
+	HVDTRAIN_GPU_CHECKS=1 $(PY) -m pytest "$$@" tests/gpu_checks.py
 
 # The documentation site (docs/, mkdocs.yml) into site/; `make test` builds it too (tests/test_docs.py).
 docs: install
