@@ -102,9 +102,11 @@ def cached_wheel(cache_root: Path, slot: Path, trusted: Collection[int]) -> Path
         return None
     verified_sha256(record, trusted)  # the record's owner and mode, before believing it
     built = json.loads(record.read_text())
-    if not {"wheel", "wheel_sha256"} <= built.keys() or not os.path.lexists(slot / built["wheel"]):
+    if not {"wheel", "wheel_sha256"} <= built.keys():
         return None
     wheel = slot / Path(built["wheel"]).name
+    if not os.path.lexists(wheel):
+        return None
     check_sha256(wheel, built["wheel_sha256"], trusted, "recorded when it was built",
                  f"delete {slot}, or run with --rebuild")
     return wheel
