@@ -167,7 +167,7 @@ def render_json(facts: Facts, problems: list[str], warnings: list[str]) -> str:
 
 
 def render_text(facts: Facts, problems: list[str], warnings: list[str]) -> str:
-    rows = [(name, _cell(value)) for name, value in asdict(facts).items()]
+    rows = [(name, _cell(value, "\n" if name == "local_ranks" else ", ")) for name, value in asdict(facts).items()]
     width = max(len(name) for name, _ in rows)
     lines = [f"{name:<{width}}  {value}".replace("\n", "\n" + " " * (width + 2)) for name, value in rows]
     lines += [f"warning: {warning}" for warning in warnings]
@@ -175,7 +175,7 @@ def render_text(facts: Facts, problems: list[str], warnings: list[str]) -> str:
     return "\n".join(lines)
 
 
-def _cell(value: Any) -> str:
-    if isinstance(value, list):  # the GPUs one per line, the interfaces on one
-        return ("\n" if any(" " in str(item) for item in value) else ", ").join(map(str, value)) or "-"
+def _cell(value: Any, separator: str) -> str:
+    if isinstance(value, list):
+        return separator.join(map(str, value)) or "-"
     return "-" if value in (None, "") else str(value)
