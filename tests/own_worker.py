@@ -26,6 +26,10 @@ from torch.utils.data.distributed import DistributedSampler
 
 import hvdtrain
 
+# Workers started by a fork server, not forked from the rank: a worker forked from a rank whose
+# other threads (Horovod's, the trackers') held a lock at that moment hung on it, now and then.
+WORKERS = "forkserver"
+
 
 class Noisy(Dataset):
     """Digits with random noise added at each draw: the augmentation comes from the worker's RNG."""
@@ -69,14 +73,15 @@ def main() -> None:
         torch.set_num_threads(1)  # 2 ranks on 2 cores (and no OpenMP pool to fork the data workers from)
         rank, size = hvd.rank(), hvd.size()
         sampler = DistributedSampler(data, num_replicas=size, rank=rank, shuffle=True, seed=0)
-        loader = DataLoader(data, batch_size=16, sampler=sampler, drop_last=True, num_workers=2)
+        loader = DataLoader(data, batch_size=16, sampler=sampler, drop_last=True, num_workers=2,
+                            multiprocessing_context=WORKERS)
         hvd.broadcast_parameters(model.state_dict(), root_rank=0)
         optimizer = hvd.DistributedOptimizer(optimizer, named_parameters=model.named_parameters(),
                                              backward_passes_per_step=args.accumulate)
     else:
         ctx = hvdtrain.setup(device="cpu")
         rank = ctx.rank
-        loader = hvdtrain.shard(data, batch_size=16, num_workers=2)
+        loader = hvdtrain.shard(data, batch_size=16, num_workers=2, multiprocessing_context=WORKERS)
         optimizer = hvdtrain.wrap_optimizer(optimizer, model, accumulate=args.accumulate)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=7, gamma=0.9)
 
